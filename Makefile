@@ -1,0 +1,32 @@
+# kling: PGXS build of the extension and its regression suite
+
+EXTENSION = kling
+EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).control)
+
+MODULE_big = kling
+OBJS = \
+	src/kling.o \
+	src/shmem.o \
+	src/options.o \
+	src/protocol.o \
+	src/http.o \
+	src/store.o \
+	src/sql_api.o \
+	src/worker.o
+
+DATA = $(wildcard sql/$(EXTENSION)--*.sql)
+
+REGRESS = install validation normalize lifecycle protocol
+REGRESS_OPTS = \
+	--temp-instance=tmp_check \
+	--temp-config=test/regress.conf
+
+PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+	$(shell curl-config --cflags)
+SHLIB_LINK = $(shell curl-config --libs)
+
+EXTRA_CLEAN = tmp_check results regression.diffs regression.out
+
+PG_CONFIG ?= pg_config
+PGXS := $(shell $(PG_CONFIG) --pgxs)
+include $(PGXS)

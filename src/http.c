@@ -1,0 +1,389 @@
+/*-------------------------------------------------------------------------
+ *
+ * http.c
+ *		The worker's HTTP client: every request goes through one libcurl
+ *		multi handle, driven by the socket events of the worker's own wait,
+ *		so that many requests are in flight and none waits on another.
+ *
+ * The worker's wait covers its latch, postmaster death and every socket
+ * curl asks to watch, with a timeout that is the earlier of curl's timer
+ * and the caller's; so the worker sleeps without CPU until something
+ * happens, and a stalled request never holds up the others or a signal.
+ *
+ * curl's callbacks never call anything that can raise an error: they only
+ * copy bytes into malloc'd buffers.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "miscadmin.h"
+#include "storage/latch.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "kling.h"
+#include "http.h"
+
+/* A socket curl wants watched, and for what (CURL_POLL_*). */
+typedef struct KlingSocket
+{
+	curl_socket_t fd;
+	int			what;
+} KlingSocket;
+
+static CURLM *kling_multi = NULL;
+static MemoryContext kling_http_context = NULL;
+
+static KlingSocket *kling_sockets = NULL;
+static int	kling_nsockets = 0;
+static int	kling_sockets_cap = 0;
+
+static bool kling_timer_set = false;
+static TimestampTz kling_timer_deadline = 0;
+
+static int	kling_active = 0;
+static dlist_head kling_done = DLIST_STATIC_INIT(kling_done);
+
+static int	kling_socket_callback(CURL *easy, curl_socket_t fd, int what,
+								  void *userp, void *socketp);
+static int	kling_timer_callback(CURLM *multi, long timeout_ms, void *userp);
+static size_t kling_write_callback(char *data, size_t size, size_t nmemb,
+								   void *userp);
+static size_t kling_header_callback(char *data, size_t size, size_t nitems,
+									void *userp);
+static void kling_collect_done(void);
+
+/*
+ * Set up curl and the multi handle.  Called once by the worker.
+ */
+void
+kling_http_init(void)
+{
+	if (curl_global_init(CURL_GLOBAL_ALL) != CURLE_OK)
+		elog(ERROR, "could not initialize libcurl");
+
+	kling_multi = curl_multi_init();
+	if (kling_multi == NULL)
+		elog(ERROR, "could not create a libcurl multi handle");
+
+	curl_multi_setopt(kling_multi, CURLMOPT_SOCKETFUNCTION, kling_socket_callback);
+	curl_multi_setopt(kling_multi, CURLMOPT_TIMERFUNCTION, kling_timer_callback);
+
+	kling_http_context = AllocSetContextCreate(TopMemoryContext,
+											   "kling HTTP requests",
+											   ALLOCSET_DEFAULT_SIZES);
+}
+
+/*
+ * curl tells which sockets to watch; keep the list for the next wait.
+ */
+static int
+kling_socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp,
+					  void *socketp)
+{
+	int			i;
+
+	for (i = 0; i < kling_nsockets; i++)
+		if (kling_sockets[i].fd == fd)
+			break;
+
+	if (what == CURL_POLL_REMOVE)
+	{
+		if (i < kling_nsockets)
+			kling_sockets[i] = kling_sockets[--kling_nsockets];
+		return 0;
+	}
+
+	if (i == kling_nsockets)
+	{
+		if (kling_nsockets == kling_sockets_cap)
+		{
+			int			cap = Max(16, kling_sockets_cap * 2);
+			KlingSocket *grown = realloc(kling_sockets, cap * sizeof(KlingSocket));
+
+			if (grown == NULL)
+				return -1;
+			kling_sockets = grown;
+			kling_sockets_cap = cap;
+		}
+		kling_sockets[kling_nsockets++].fd = fd;
+	}
+	kling_sockets[i].what = what;
+	return 0;
+}
+
+/* curl tells when it next wants to be called for its timeouts. */
+static int
+kling_timer_callback(CURLM *multi, long timeout_ms, void *userp)
+{
+	kling_timer_set = (timeout_ms >= 0);
+	if (kling_timer_set)
+		kling_timer_deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														   timeout_ms);
+	return 0;
+}
+
+/* Collect the body, up to the limit; past it, abort the transfer. */
+static size_t
+kling_write_callback(char *data, size_t size, size_t nmemb, void *userp)
+{
+	KlingHttpRequest *req = userp;
+	size_t		n = size * nmemb;
+
+	if (req->body_len + n > KLING_MAX_RESPONSE_BYTES)
+	{
+		req->oversized = true;
+		return 0;
+	}
+	if (req->body_len + n + 1 > req->body_cap)
+	{
+		size_t		cap = Max(req->body_cap * 2, req->body_len + n + 1);
+		char	   *grown = realloc(req->body, Max(cap, 1024));
+
+		if (grown == NULL)
+			return 0;
+		req->body = grown;
+		req->body_cap = Max(cap, 1024);
+	}
+	memcpy(req->body + req->body_len, data, n);
+	req->body_len += n;
+	req->body[req->body_len] = '\0';
+	return n;
+}
+
+/* Keep the Retry-After header; the others are not needed. */
+static size_t
+kling_header_callback(char *data, size_t size, size_t nitems, void *userp)
+{
+	KlingHttpRequest *req = userp;
+	size_t		n = size * nitems;
+	const char *name = "retry-after:";
+	size_t		namelen = strlen(name);
+
+	if (n > namelen && pg_strncasecmp(data, name, namelen) == 0)
+	{
+		size_t		len = Min(n - namelen, sizeof(req->retry_after) - 1);
+
+		memcpy(req->retry_after, data + namelen, len);
+		req->retry_after[len] = '\0';
+		/* drop the line end */
+		for (char *p = req->retry_after; *p; p++)
+			if (*p == '\r' || *p == '\n')
+				*p = '\0';
+	}
+	return n;
+}
+
+/*
+ * Start a request: a POST with a JSON body, or a GET when post_body is
+ * NULL.  It runs while the worker waits; see kling_http_next_done().
+ */
+KlingHttpRequest *
+kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
+				 const char *url, const char *post_body)
+{
+	KlingHttpRequest *req;
+	CURL	   *easy;
+	char	   *auth;
+
+	easy = curl_easy_init();
+	if (easy == NULL)
+		elog(ERROR, "could not create a libcurl handle");
+
+	req = MemoryContextAllocZero(kling_http_context, sizeof(KlingHttpRequest));
+	req->kind = kind;
+	req->task_id = task_id;
+	req->attempts = attempts;
+	req->easy = easy;
+
+	/* The key is only ever copied into this header; it is never logged. */
+	auth = psprintf("Authorization: Bearer %s", kling_api_key);
+	req->headers = curl_slist_append(req->headers, auth);
+	memset(auth, 0, strlen(auth));
+	pfree(auth);
+	req->headers = curl_slist_append(req->headers, "Accept: application/json");
+	if (post_body != NULL)
+		req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
+
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
+	if (post_body != NULL)
+		curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, post_body);
+	else
+		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) kling_request_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) kling_request_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "kling-postgresql");
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->curl_error);
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kling_write_callback);
+	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
+	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, kling_header_callback);
+	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+
+	if (curl_multi_add_handle(kling_multi, easy) != CURLM_OK)
+	{
+		kling_http_free(req);
+		elog(ERROR, "could not add a request to the libcurl multi handle");
+	}
+	kling_active++;
+	return req;
+}
+
+/*
+ * Wait until the latch is set, a socket is ready, curl's timer or the
+ * caller's timeout (-1: none) expires; then let curl do its work.  Returns
+ * true if the latch was set (the caller resets it).
+ */
+bool
+kling_http_wait(long timeout_ms, uint32 wait_event_info)
+{
+	WaitEventSet *set;
+	WaitEvent  *events;
+	int			nevents = kling_nsockets + 2;
+	int			n;
+	bool		latch_set = false;
+	long		timeout = timeout_ms;
+
+	if (kling_timer_set)
+	{
+		long		secs;
+		int			usecs;
+		long		curl_ms;
+
+		TimestampDifference(GetCurrentTimestamp(), kling_timer_deadline, &secs, &usecs);
+		curl_ms = secs * 1000 + (usecs + 999) / 1000;
+		if (timeout < 0 || curl_ms < timeout)
+			timeout = curl_ms;
+	}
+
+	set = CreateWaitEventSet(CurrentMemoryContext, nevents);
+	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	for (int i = 0; i < kling_nsockets; i++)
+	{
+		uint32		ev = 0;
+
+		if (kling_sockets[i].what & CURL_POLL_IN)
+			ev |= WL_SOCKET_READABLE;
+		if (kling_sockets[i].what & CURL_POLL_OUT)
+			ev |= WL_SOCKET_WRITEABLE;
+		if (ev != 0)
+			AddWaitEventToSet(set, ev, kling_sockets[i].fd, NULL, NULL);
+	}
+
+	events = palloc(nevents * sizeof(WaitEvent));
+	n = WaitEventSetWait(set, timeout, events, nevents, wait_event_info);
+
+	for (int i = 0; i < n; i++)
+	{
+		int			running;
+		int			flags = 0;
+
+		if (events[i].events & WL_LATCH_SET)
+		{
+			latch_set = true;
+			continue;
+		}
+		if (events[i].events & WL_SOCKET_READABLE)
+			flags |= CURL_CSELECT_IN;
+		if (events[i].events & WL_SOCKET_WRITEABLE)
+			flags |= CURL_CSELECT_OUT;
+		if (flags != 0)
+			curl_multi_socket_action(kling_multi, events[i].fd, flags, &running);
+	}
+	FreeWaitEventSet(set);
+	pfree(events);
+
+	if (kling_timer_set && GetCurrentTimestamp() >= kling_timer_deadline)
+	{
+		int			running;
+
+		kling_timer_set = false;
+		curl_multi_socket_action(kling_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+
+	kling_collect_done();
+	return latch_set;
+}
+
+/* Move finished transfers from curl to the done list. */
+static void
+kling_collect_done(void)
+{
+	CURLMsg    *msg;
+	int			queued;
+
+	while ((msg = curl_multi_info_read(kling_multi, &queued)) != NULL)
+	{
+		KlingHttpRequest *req;
+		curl_off_t	sent = 0;
+
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+
+		curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **) &req);
+		req->curl_result = msg->data.result;
+		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->http_status);
+		curl_easy_getinfo(req->easy, CURLINFO_REQUEST_SIZE, &sent);
+		req->request_sent = (sent > 0);
+
+		curl_multi_remove_handle(kling_multi, req->easy);
+		kling_active--;
+		dlist_push_tail(&kling_done, &req->node);
+	}
+}
+
+/* The next finished request, or NULL. */
+KlingHttpRequest *
+kling_http_next_done(void)
+{
+	if (dlist_is_empty(&kling_done))
+		return NULL;
+	return dlist_container(KlingHttpRequest, node, dlist_pop_head_node(&kling_done));
+}
+
+/* Whether finished requests wait to be taken. */
+bool
+kling_http_has_done(void)
+{
+	return !dlist_is_empty(&kling_done);
+}
+
+/*
+ * Why a finished request got no complete response, or NULL if it got one
+ * (of any HTTP status).
+ */
+const char *
+kling_http_failure(KlingHttpRequest *req)
+{
+	if (req->oversized)
+		return psprintf("response body larger than %d bytes", KLING_MAX_RESPONSE_BYTES);
+	if (req->curl_result == CURLE_OK)
+		return NULL;
+	if (req->curl_error[0] != '\0')
+		return req->curl_error;
+	return curl_easy_strerror(req->curl_result);
+}
+
+/* Release a request and its buffers. */
+void
+kling_http_free(KlingHttpRequest *req)
+{
+	curl_easy_cleanup(req->easy);
+	curl_slist_free_all(req->headers);
+	free(req->body);
+	pfree(req);
+}
+
+/* Requests started and not yet finished. */
+int
+kling_http_active(void)
+{
+	return kling_active;
+}

@@ -1,0 +1,168 @@
+/*-------------------------------------------------------------------------
+ *
+ * kling.c
+ *		Module entry point: the kling.* settings and start-up of the
+ *		shared memory and the background worker.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <limits.h>
+
+#include "fmgr.h"
+#include "miscadmin.h"
+#include "utils/guc.h"
+
+#include "kling.h"
+#include "shmem.h"
+#include "worker.h"
+
+PG_MODULE_MAGIC;
+
+char	   *kling_api_key = NULL;
+char	   *kling_base_url = NULL;
+int			kling_api_route = KLING_ROUTE_GENERATION;
+char	   *kling_database_name = NULL;
+int			kling_poll_interval_ms = 10000;
+int			kling_max_in_flight = 20;
+int			kling_request_timeout_ms = 30000;
+int			kling_task_timeout_ms = 3600 * 1000;
+int			kling_max_attempts = 5;
+
+static const struct config_enum_entry kling_route_options[] = {
+	{"generation", KLING_ROUTE_GENERATION, false},
+	{"unified", KLING_ROUTE_UNIFIED, false},
+	{NULL, 0, false}
+};
+
+static bool kling_check_base_url(char **newval, void **extra, GucSource source);
+static void kling_define_settings(void);
+
+void		_PG_init(void);
+
+/*
+ * Accept only http and https URLs, so that the API key can never be handed
+ * to some other kind of transfer.
+ */
+static bool
+kling_check_base_url(char **newval, void **extra, GucSource source)
+{
+	if (pg_strncasecmp(*newval, "https://", 8) != 0 &&
+		pg_strncasecmp(*newval, "http://", 7) != 0)
+	{
+		GUC_check_errdetail("The base URL must start with \"https://\" or \"http://\".");
+		return false;
+	}
+	return true;
+}
+
+/*
+ * Define every kling.* setting.  Everything that steers where requests go or
+ * how they authenticate is PGC_SIGHUP: only the server's configuration (a
+ * superuser's) can set it, never a session.
+ */
+static void
+kling_define_settings(void)
+{
+	DefineCustomStringVariable("kling.api_key",
+							   "Bearer key for the AI/ML API.",
+							   NULL,
+							   &kling_api_key,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
+	DefineCustomStringVariable("kling.base_url",
+							   "Base URL of the AI/ML API.",
+							   NULL,
+							   &kling_base_url,
+							   "https://api.aimlapi.com",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   kling_check_base_url, NULL, NULL);
+
+	DefineCustomEnumVariable("kling.api_route",
+							 "Which provider routes to use: \"generation\" or \"unified\".",
+							 NULL,
+							 &kling_api_route,
+							 KLING_ROUTE_GENERATION,
+							 kling_route_options,
+							 PGC_SIGHUP,
+							 GUC_SUPERUSER_ONLY,
+							 NULL, NULL, NULL);
+
+	DefineCustomStringVariable("kling.database_name",
+							   "Database the kling background worker serves.",
+							   NULL,
+							   &kling_database_name,
+							   "postgres",
+							   PGC_POSTMASTER,
+							   0,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("kling.poll_interval",
+							"Time between two polls of one task.",
+							NULL,
+							&kling_poll_interval_ms,
+							10000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("kling.max_in_flight",
+							"Tasks the provider may hold at once for this account.",
+							NULL,
+							&kling_max_in_flight,
+							20, 1, 1000000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("kling.request_timeout",
+							"Time limit of one HTTP request to the provider.",
+							NULL,
+							&kling_request_timeout_ms,
+							30000, 100, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("kling.task_timeout",
+							"A task the provider has not finished this long after it was sent fails.",
+							NULL,
+							&kling_task_timeout_ms,
+							3600 * 1000, 1000, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("kling.max_attempts",
+							"Transient failures in a row tolerated per request before a task fails.",
+							NULL,
+							&kling_max_attempts,
+							5, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	MarkGUCPrefixReserved("kling");
+}
+
+/*
+ * Module load.  The shared memory and the worker exist only when the library
+ * is preloaded; loaded later (by a plain CREATE EXTENSION), the SQL functions
+ * still work and tasks wait for a server that runs the worker.
+ */
+void
+_PG_init(void)
+{
+	kling_define_settings();
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	kling_shmem_register();
+	kling_worker_register();
+}

@@ -1,0 +1,28 @@
+/*-------------------------------------------------------------------------
+ *
+ * kling.h
+ *		Settings of the kling extension, shared by all its modules.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef KLING_H
+#define KLING_H
+
+/* Which pair of provider routes requests go to (kling.api_route). */
+typedef enum KlingApiRoute
+{
+	KLING_ROUTE_GENERATION,		/* /v2/generate/video/kling/generation */
+	KLING_ROUTE_UNIFIED			/* /v2/video/generations */
+} KlingApiRoute;
+
+extern char *kling_api_key;
+extern char *kling_base_url;
+extern int	kling_api_route;
+extern char *kling_database_name;
+extern int	kling_poll_interval_ms;
+extern int	kling_max_in_flight;
+extern int	kling_request_timeout_ms;
+extern int	kling_task_timeout_ms;
+extern int	kling_max_attempts;
+
+#endif							/* KLING_H */

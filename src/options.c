@@ -1,0 +1,375 @@
+/*-------------------------------------------------------------------------
+ *
+ * options.c
+ *		Validation and normalization of a task's prompt and options.
+ *
+ * One table lists every option a task accepts: its type, its allowed
+ * values, its default, and whether it goes into the provider's create body.
+ * Anything else is an error that names the key and lists what is allowed,
+ * so that nothing is enqueued that the provider would refuse or that would
+ * silently be dropped.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+
+#include "options.h"
+
+typedef enum KlingOptionKind
+{
+	KLING_OPT_CHOICE,			/* a string from a fixed list */
+	KLING_OPT_TEXT,				/* a string of limited length */
+	KLING_OPT_DURATION,			/* 5 or 10, given as a number or a string */
+	KLING_OPT_UNIT_NUMBER,		/* a number from 0 to 1 */
+	KLING_OPT_ANY				/* any JSON value but null */
+} KlingOptionKind;
+
+typedef struct KlingOption
+{
+	const char *name;
+	KlingOptionKind kind;
+	const char *const *choices; /* for KLING_OPT_CHOICE */
+	const char *default_json;	/* filled in when absent, or NULL */
+	bool		sent;			/* part of the provider's create body */
+} KlingOption;
+
+static const char *const kling_models[] = {
+	KLING_DEFAULT_MODEL,
+	"klingai/v2-master-text-to-video",
+	"klingai/v2.5-turbo/pro/text-to-video",
+	"kling-video/v1.6/standard/text-to-video",
+	"kling-video/v1.6/pro/text-to-video",
+	NULL
+};
+
+static const char *const kling_aspect_ratios[] = {"16:9", "9:16", "1:1", NULL};
+
+static const char *const kling_camera_controls[] = {
+	"down_back", "forward_up", "right_turn_forward", "left_turn_forward", NULL
+};
+
+static const KlingOption kling_options[] = {
+	{"model", KLING_OPT_CHOICE, kling_models, "\"" KLING_DEFAULT_MODEL "\"", true},
+	{"negative_prompt", KLING_OPT_TEXT, NULL, NULL, true},
+	{"aspect_ratio", KLING_OPT_CHOICE, kling_aspect_ratios, "\"16:9\"", true},
+	{"duration", KLING_OPT_DURATION, NULL, "5", true},
+	{"cfg_scale", KLING_OPT_UNIT_NUMBER, NULL, NULL, true},
+	{"camera_control", KLING_OPT_CHOICE, kling_camera_controls, NULL, true},
+	{"external_task_id", KLING_OPT_TEXT, NULL, NULL, true},
+	{"context", KLING_OPT_ANY, NULL, NULL, false},
+};
+
+#define KLING_NUM_OPTIONS ((int) lengthof(kling_options))
+
+static const KlingOption *kling_find_option(const char *name);
+static char *kling_option_names(void);
+static char *kling_choice_list(const char *const *choices);
+static const char *kling_json_type_name(const JsonbValue *v);
+static char *kling_json_value_text(const JsonbValue *v);
+static char *kling_normalize_value(const KlingOption *opt, const JsonbValue *v);
+static double kling_numeric_value(const JsonbValue *v);
+
+/*
+ * Check the prompt: present, not blank, within the provider's limit.
+ */
+void
+kling_check_prompt(text *prompt)
+{
+	const char *s;
+	int			len;
+	int			nchars;
+	bool		blank = true;
+
+	if (prompt == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("prompt must not be null")));
+
+	s = VARDATA_ANY(prompt);
+	len = VARSIZE_ANY_EXHDR(prompt);
+	for (int i = 0; i < len && blank; i++)
+		blank = isspace((unsigned char) s[i]);
+	if (blank)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("prompt must not be empty"),
+				 errdetail("The prompt describes the video; it needs at least one visible character.")));
+
+	nchars = pg_mbstrlen_with_len(s, len);
+	if (nchars > KLING_MAX_PROMPT_CHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("prompt is too long"),
+				 errdetail("The prompt has %d characters; the limit is %d.",
+						   nchars, KLING_MAX_PROMPT_CHARS)));
+}
+
+/*
+ * Validate the options and return them normalized: every given key checked,
+ * defaults filled in, durations stored as integers.  Any problem is an
+ * ERROR naming the key.
+ */
+Jsonb *
+kling_normalize_opts(Jsonb *opts)
+{
+	char	   *normalized[KLING_NUM_OPTIONS] = {0};
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	StringInfoData buf;
+	bool		first = true;
+
+	if (!JB_ROOT_IS_OBJECT(opts))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("opts must be a JSON object"),
+				 errdetail("Got a JSON %s.",
+						   JB_ROOT_IS_SCALAR(opts) ? "scalar" : "array"),
+				 errhint("Pass options as an object, for example '{\"duration\": 10}'.")));
+
+	it = JsonbIteratorInit(&opts->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		const KlingOption *opt;
+		char	   *key;
+
+		if (tok != WJB_KEY)
+			continue;
+
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		opt = kling_find_option(key);
+		if (opt == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("unknown option \"%s\"", key),
+					 errhint("Valid options are: %s.", kling_option_names())));
+
+		tok = JsonbIteratorNext(&it, &v, true);
+		Assert(tok == WJB_VALUE);
+		normalized[opt - kling_options] = kling_normalize_value(opt, &v);
+	}
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	for (int i = 0; i < KLING_NUM_OPTIONS; i++)
+	{
+		const char *value = normalized[i] ? normalized[i] : kling_options[i].default_json;
+
+		if (value == NULL)
+			continue;
+		if (!first)
+			appendStringInfoString(&buf, ", ");
+		escape_json(&buf, kling_options[i].name);
+		appendStringInfo(&buf, ": %s", value);
+		first = false;
+	}
+	appendStringInfoChar(&buf, '}');
+
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
+/*
+ * Whether an option goes into the provider's create body; the others are
+ * the extension's own (e.g. the user's "context").
+ */
+bool
+kling_option_is_sent(const char *key)
+{
+	const KlingOption *opt = kling_find_option(key);
+
+	return opt != NULL && opt->sent;
+}
+
+/* Look an option up by name. */
+static const KlingOption *
+kling_find_option(const char *name)
+{
+	for (int i = 0; i < KLING_NUM_OPTIONS; i++)
+		if (strcmp(kling_options[i].name, name) == 0)
+			return &kling_options[i];
+	return NULL;
+}
+
+/* All option names, for a hint. */
+static char *
+kling_option_names(void)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; i < KLING_NUM_OPTIONS; i++)
+		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", kling_options[i].name);
+	return buf.data;
+}
+
+/* A list of allowed values, for a hint. */
+static char *
+kling_choice_list(const char *const *choices)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	for (int i = 0; choices[i] != NULL; i++)
+		appendStringInfo(&buf, "%s\"%s\"", i > 0 ? ", " : "", choices[i]);
+	return buf.data;
+}
+
+/* The JSON type of a value, for an error detail. */
+static const char *
+kling_json_type_name(const JsonbValue *v)
+{
+	switch (v->type)
+	{
+		case jbvNull:
+			return "null";
+		case jbvString:
+			return "string";
+		case jbvNumeric:
+			return "number";
+		case jbvBool:
+			return "boolean";
+		case jbvBinary:
+			return JsonContainerIsObject(v->val.binary.data) ? "object" : "array";
+		default:
+			return "value";
+	}
+}
+
+/* Any JSON value as JSON text. */
+static char *
+kling_json_value_text(const JsonbValue *v)
+{
+	StringInfoData buf;
+
+	switch (v->type)
+	{
+		case jbvString:
+			initStringInfo(&buf);
+			escape_json(&buf, pnstrdup(v->val.string.val, v->val.string.len));
+			return buf.data;
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		case jbvBinary:
+			return JsonbToCString(NULL, v->val.binary.data, v->val.binary.len);
+		default:
+			return pstrdup("null");
+	}
+}
+
+/* A JSON number as a double, for range checks. */
+static double
+kling_numeric_value(const JsonbValue *v)
+{
+	return strtod(kling_json_value_text(v), NULL);
+}
+
+/*
+ * Check one option's value and return it as normalized JSON text.
+ */
+static char *
+kling_normalize_value(const KlingOption *opt, const JsonbValue *v)
+{
+	char	   *s;
+
+	if (v->type == jbvNull)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" must not be null", opt->name),
+				 errhint("Leave the key out to use its default.")));
+
+	switch (opt->kind)
+	{
+		case KLING_OPT_CHOICE:
+			if (v->type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("option \"%s\" must be a string", opt->name),
+						 errdetail("Got a JSON %s.", kling_json_type_name(v)),
+						 errhint("Allowed values are: %s.", kling_choice_list(opt->choices))));
+			s = pnstrdup(v->val.string.val, v->val.string.len);
+			for (int i = 0; opt->choices[i] != NULL; i++)
+				if (strcmp(opt->choices[i], s) == 0)
+					return kling_json_value_text(v);
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid value for option \"%s\": \"%s\"", opt->name, s),
+					 errhint("Allowed values are: %s.", kling_choice_list(opt->choices))));
+			break;
+
+		case KLING_OPT_TEXT:
+			if (v->type != jbvString)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("option \"%s\" must be a string", opt->name),
+						 errdetail("Got a JSON %s.", kling_json_type_name(v))));
+			{
+				int			nchars = pg_mbstrlen_with_len(v->val.string.val,
+														  v->val.string.len);
+
+				if (nchars > KLING_MAX_PROMPT_CHARS)
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("option \"%s\" is too long", opt->name),
+							 errdetail("It has %d characters; the limit is %d.",
+									   nchars, KLING_MAX_PROMPT_CHARS)));
+			}
+			return kling_json_value_text(v);
+
+		case KLING_OPT_DURATION:
+			if (v->type == jbvString)
+			{
+				s = pnstrdup(v->val.string.val, v->val.string.len);
+				if (strcmp(s, "5") == 0 || strcmp(s, "10") == 0)
+					return s;
+			}
+			else if (v->type == jbvNumeric)
+			{
+				double		d = kling_numeric_value(v);
+
+				if (d == 5.0 || d == 10.0)
+					return psprintf("%d", (int) d);
+			}
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid value for option \"%s\": %s",
+							opt->name, kling_json_value_text(v)),
+					 errhint("Allowed values are 5 and 10 (seconds).")));
+			break;
+
+		case KLING_OPT_UNIT_NUMBER:
+			if (v->type != jbvNumeric)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("option \"%s\" must be a number", opt->name),
+						 errdetail("Got a JSON %s.", kling_json_type_name(v)),
+						 errhint("Use a number from 0 to 1.")));
+			{
+				double		d = kling_numeric_value(v);
+
+				if (!(d >= 0.0 && d <= 1.0))
+					ereport(ERROR,
+							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+							 errmsg("option \"%s\" is out of range: %s",
+									opt->name, kling_json_value_text(v)),
+							 errhint("Use a number from 0 to 1.")));
+			}
+			return kling_json_value_text(v);
+
+		case KLING_OPT_ANY:
+			return kling_json_value_text(v);
+	}
+	pg_unreachable();
+}

@@ -1,0 +1,168 @@
+/*-------------------------------------------------------------------------
+ *
+ * shmem.c
+ *		Shared memory of the kling extension: where the worker's latch is,
+ *		so that a backend can wake it when it commits new work.
+ *
+ * A backend that enqueues or cancels a task asks to wake the worker; the
+ * wake happens in a transaction callback at commit, so a rolled-back
+ * transaction never wakes it and a committed one does at once.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "miscadmin.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+
+#include "shmem.h"
+
+typedef struct KlingSharedState
+{
+	slock_t		mutex;
+	Oid			database_id;	/* database the worker serves */
+	Latch	   *worker_latch;	/* NULL while no worker runs */
+} KlingSharedState;
+
+static KlingSharedState *kling_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+static bool wake_requested = false;
+static bool xact_callback_registered = false;
+
+static void kling_shmem_request(void);
+static void kling_shmem_startup(void);
+static void kling_shmem_detach_worker(int code, Datum arg);
+static void kling_xact_callback(XactEvent event, void *arg);
+
+/*
+ * Install the hooks that reserve and create the shared state.  Called from
+ * _PG_init while shared_preload_libraries is being processed.
+ */
+void
+kling_shmem_register(void)
+{
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = kling_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = kling_shmem_startup;
+}
+
+/* Reserve room for the shared state. */
+static void
+kling_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(KlingSharedState)));
+}
+
+/* Create or attach to the shared state. */
+static void
+kling_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	kling_shared = ShmemInitStruct("kling", sizeof(KlingSharedState), &found);
+	if (!found)
+	{
+		SpinLockInit(&kling_shared->mutex);
+		kling_shared->database_id = InvalidOid;
+		kling_shared->worker_latch = NULL;
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * Publish the calling worker's latch so that backends can wake it; it is
+ * withdrawn again when the worker exits.
+ */
+void
+kling_shmem_attach_worker(void)
+{
+	if (kling_shared == NULL)
+		elog(ERROR, "kling shared memory is not initialized");
+
+	SpinLockAcquire(&kling_shared->mutex);
+	kling_shared->database_id = MyDatabaseId;
+	kling_shared->worker_latch = &MyProc->procLatch;
+	SpinLockRelease(&kling_shared->mutex);
+
+	before_shmem_exit(kling_shmem_detach_worker, (Datum) 0);
+}
+
+/* Withdraw the worker's latch at exit. */
+static void
+kling_shmem_detach_worker(int code, Datum arg)
+{
+	SpinLockAcquire(&kling_shared->mutex);
+	if (kling_shared->worker_latch == &MyProc->procLatch)
+	{
+		kling_shared->worker_latch = NULL;
+		kling_shared->database_id = InvalidOid;
+	}
+	SpinLockRelease(&kling_shared->mutex);
+}
+
+/*
+ * Ask for the worker to be woken when the current transaction commits.
+ */
+void
+kling_wake_worker_at_commit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(kling_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	wake_requested = true;
+}
+
+/*
+ * At commit, set the latch of the worker serving this database.  The
+ * callback runs after the commit is visible to others, so the worker finds
+ * the new rows when it looks.
+ */
+static void
+kling_xact_callback(XactEvent event, void *arg)
+{
+	Latch	   *latch = NULL;
+
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+			break;
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			wake_requested = false;
+			return;
+		default:
+			return;
+	}
+
+	if (!wake_requested)
+		return;
+	wake_requested = false;
+
+	if (kling_shared == NULL)
+		return;
+
+	SpinLockAcquire(&kling_shared->mutex);
+	if (kling_shared->database_id == MyDatabaseId)
+		latch = kling_shared->worker_latch;
+	SpinLockRelease(&kling_shared->mutex);
+
+	if (latch != NULL)
+		SetLatch(latch);
+}

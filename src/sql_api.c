@@ -1,0 +1,236 @@
+/*-------------------------------------------------------------------------
+ *
+ * sql_api.c
+ *		The SQL-callable functions: kling_submit, kling_status, kling_cancel,
+ *		kling_wait, and the diagnostic kling_parse_response.
+ *
+ * None of them does network I/O: they read and write kling_tasks in the
+ * caller's transaction, and the worker is woken when that commits.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xlog.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/latch.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
+
+#include "options.h"
+#include "protocol.h"
+#include "shmem.h"
+#include "store.h"
+
+/* How often kling_wait looks at the task again. */
+#define KLING_WAIT_STEP_MS 100
+
+PG_FUNCTION_INFO_V1(kling_submit);
+PG_FUNCTION_INFO_V1(kling_status);
+PG_FUNCTION_INFO_V1(kling_cancel);
+PG_FUNCTION_INFO_V1(kling_wait);
+PG_FUNCTION_INFO_V1(kling_parse_response);
+
+static bool kling_status_is_final(const char *status);
+static int64 kling_interval_ms(Interval *interval);
+static void kling_append_field(StringInfo buf, const char *key, const char *value);
+
+/* Whether a status is one a task never leaves. */
+static bool
+kling_status_is_final(const char *status)
+{
+	return strcmp(status, "completed") == 0 ||
+		strcmp(status, "failed") == 0 ||
+		strcmp(status, "cancelled") == 0;
+}
+
+/*
+ * kling_submit(prompt text, opts jsonb DEFAULT '{}') RETURNS bigint
+ *
+ * Check the prompt and options, enqueue a task, and return its id.  A NULL
+ * opts means no options.
+ */
+Datum
+kling_submit(PG_FUNCTION_ARGS)
+{
+	text	   *prompt = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
+	Jsonb	   *opts;
+	int64		id;
+
+	kling_check_prompt(prompt);
+	if (PG_ARGISNULL(1))
+		opts = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
+	else
+		opts = PG_GETARG_JSONB_P(1);
+	opts = kling_normalize_opts(opts);
+
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_READ_ONLY_SQL_TRANSACTION),
+				 errmsg("cannot submit a kling task on a server in recovery"),
+				 errhint("Submit tasks on the primary server.")));
+
+	id = kling_store_insert(prompt, opts);
+	kling_wake_worker_at_commit();
+	PG_RETURN_INT64(id);
+}
+
+/*
+ * kling_status(id bigint) RETURNS kling_tasks
+ */
+Datum
+kling_status(PG_FUNCTION_ARGS)
+{
+	char	   *status;
+
+	PG_RETURN_DATUM(kling_store_fetch(PG_GETARG_INT64(0), &status));
+}
+
+/*
+ * kling_cancel(id bigint) RETURNS boolean
+ *
+ * A pending task is never sent; a sent one is no longer followed.
+ */
+Datum
+kling_cancel(PG_FUNCTION_ARGS)
+{
+	bool		changed = kling_store_cancel(PG_GETARG_INT64(0));
+
+	if (changed)
+		kling_wake_worker_at_commit();
+	PG_RETURN_BOOL(changed);
+}
+
+/* An interval as milliseconds, months counted as 30 days. */
+static int64
+kling_interval_ms(Interval *interval)
+{
+	int64		usecs = interval->time +
+		((int64) interval->month * DAYS_PER_MONTH + interval->day) * USECS_PER_DAY;
+
+	return usecs / 1000;
+}
+
+/*
+ * kling_wait(id bigint, timeout interval DEFAULT '30 min') RETURNS kling_tasks
+ *
+ * Look at the task until it is final or the timeout passes, then return its
+ * row as it stands.  Cancel requests and statement_timeout interrupt it.
+ * Each look takes a new snapshot, so under REPEATABLE READ it sees no
+ * change; call it in READ COMMITTED.
+ */
+Datum
+kling_wait(PG_FUNCTION_ARGS)
+{
+	int64		id = PG_GETARG_INT64(0);
+	int64		timeout_ms = kling_interval_ms(PG_GETARG_INTERVAL_P(1));
+	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   Max(timeout_ms, 0));
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext look = AllocSetContextCreate(CurrentMemoryContext,
+											   "kling_wait",
+											   ALLOCSET_SMALL_SIZES);
+
+	for (;;)
+	{
+		char	   *status;
+		Datum		row;
+		long		secs;
+		int			usecs;
+		long		remaining_ms;
+
+		MemoryContextReset(look);
+		MemoryContextSwitchTo(look);
+		row = kling_store_fetch(id, &status);
+		MemoryContextSwitchTo(caller);
+
+		TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
+		remaining_ms = secs * 1000 + usecs / 1000;
+		if (kling_status_is_final(status) || remaining_ms <= 0)
+		{
+			Datum		copy = PointerGetDatum(PG_DETOAST_DATUM_COPY(row));
+
+			MemoryContextDelete(look);
+			PG_RETURN_DATUM(copy);
+		}
+
+		(void) WaitLatch(MyLatch,
+						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 Min(remaining_ms, KLING_WAIT_STEP_MS),
+						 PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+	}
+}
+
+/* Append "key": value (a JSON string, or null) to a JSON object. */
+static void
+kling_append_field(StringInfo buf, const char *key, const char *value)
+{
+	appendStringInfoString(buf, buf->len > 1 ? ", " : "");
+	escape_json(buf, key);
+	appendStringInfoString(buf, ": ");
+	if (value != NULL)
+		escape_json(buf, value);
+	else
+		appendStringInfoString(buf, "null");
+}
+
+/*
+ * kling_parse_response(kind text, http_status integer, body text,
+ *						retry_after text DEFAULT NULL) RETURNS jsonb
+ *
+ * What the worker makes of a provider response: for troubleshooting a
+ * provider's answer, and for testing the protocol module directly.
+ */
+Datum
+kling_parse_response(PG_FUNCTION_ARGS)
+{
+	char	   *kind;
+	KlingRequestKind request_kind;
+	text	   *body;
+	KlingResponse r;
+	StringInfoData buf;
+
+	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("kind and http_status must not be null")));
+
+	kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
+	if (strcmp(kind, "create") == 0)
+		request_kind = KLING_REQUEST_CREATE;
+	else if (strcmp(kind, "poll") == 0)
+		request_kind = KLING_REQUEST_POLL;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid response kind \"%s\"", kind),
+				 errhint("Use \"create\" or \"poll\".")));
+
+	body = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
+	kling_read_response(request_kind, PG_GETARG_INT32(1),
+						body ? VARDATA_ANY(body) : NULL,
+						body ? VARSIZE_ANY_EXHDR(body) : 0,
+						PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)),
+						&r);
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '{');
+	kling_append_field(&buf, "outcome", kling_outcome_name(r.outcome));
+	kling_append_field(&buf, "state", r.state);
+	kling_append_field(&buf, "provider_status", r.provider_status);
+	kling_append_field(&buf, "generation_id", r.generation_id);
+	kling_append_field(&buf, "video_url", r.video_url);
+	kling_append_field(&buf, "message", r.message);
+	appendStringInfo(&buf, ", \"counts_attempt\": %s, \"retry_after_ms\": %d}",
+					 r.counts_attempt ? "true" : "false", r.retry_after_ms);
+
+	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}

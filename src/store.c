@@ -1,0 +1,458 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.c
+ *		The task store: every read and write of kling_tasks.
+ *
+ * All SQL lives here, run through SPI with parameters and with plans kept
+ * across calls.  The table is found in the extension's own schema; the
+ * plans are made again if the extension is dropped and created anew.
+ *
+ * The worker's calls run inside one transaction per round (begin_round,
+ * then any number of reads and writes, then end_round); what they return is
+ * allocated in the memory context that was current at begin_round.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+
+#include "store.h"
+
+typedef enum KlingPlanId
+{
+	KLING_PLAN_INSERT,
+	KLING_PLAN_FETCH,
+	KLING_PLAN_CANCEL,
+	KLING_PLAN_FAIL_INTERRUPTED,
+	KLING_PLAN_EXPIRE,
+	KLING_PLAN_APPLY,
+	KLING_PLAN_NOTE_CANCELLED,
+	KLING_PLAN_COUNT_IN_FLIGHT,
+	KLING_PLAN_CLAIM_CREATES,
+	KLING_PLAN_CLAIM_POLLS,
+	KLING_PLAN_NEXT_DUE,
+	KLING_NUM_PLANS
+} KlingPlanId;
+
+typedef struct KlingPlanDef
+{
+	const char *sql;			/* %1$s stands for the qualified table name */
+	int			nargs;
+	Oid			argtypes[10];
+} KlingPlanDef;
+
+static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
+	[KLING_PLAN_INSERT] = {
+		"INSERT INTO %1$s (prompt, opts) VALUES ($1, $2) RETURNING id",
+		2, {TEXTOID, JSONBOID}
+	},
+	[KLING_PLAN_FETCH] = {
+		"SELECT * FROM %1$s WHERE id = $1",
+		1, {INT8OID}
+	},
+	[KLING_PLAN_CANCEL] = {
+		"UPDATE %1$s SET status = 'cancelled', completed_at = now(), updated_at = now()"
+		" WHERE id = $1 AND status IN ('pending', 'submitting', 'queued', 'generating')",
+		1, {INT8OID}
+	},
+	[KLING_PLAN_FAIL_INTERRUPTED] = {
+		"UPDATE %1$s SET status = 'failed', completed_at = now(), updated_at = now(),"
+		" error = 'outcome unknown: the server stopped while this task was being sent;"
+		" it was not sent again, to avoid paying twice'"
+		" WHERE status = 'submitting'",
+		0, {0}
+	},
+	[KLING_PLAN_EXPIRE] = {
+		"UPDATE %1$s SET status = 'failed', completed_at = now(), updated_at = now(),"
+		" error = format('not finished by the provider within kling.task_timeout (%%s)',"
+		"                $1 * interval '1 millisecond')"
+		" WHERE status IN ('queued', 'generating')"
+		" AND submitted_at < now() - $1 * interval '1 millisecond'",
+		1, {INT4OID}
+	},
+	[KLING_PLAN_APPLY] = {
+		"UPDATE %1$s SET status = coalesce($2, status),"
+		" generation_id = coalesce($3, generation_id),"
+		" video_url = coalesce($4, video_url),"
+		" result = coalesce($5, result),"
+		" error = $6,"
+		" attempts = $7,"
+		" next_attempt_at = now() + $8 * interval '1 millisecond',"
+		" submitted_at = CASE WHEN status = 'submitting' AND $2 IN ('queued', 'generating')"
+		"                THEN now() ELSE submitted_at END,"
+		" completed_at = CASE WHEN $2 IN ('completed', 'failed', 'cancelled')"
+		"                THEN now() END,"
+		" updated_at = now()"
+		" WHERE id = $1 AND status IN ($9, $10)",
+		10, {INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID}
+	},
+	[KLING_PLAN_NOTE_CANCELLED] = {
+		"UPDATE %1$s SET generation_id = $2, result = $3, submitted_at = now(), updated_at = now()"
+		" WHERE id = $1 AND status = 'cancelled' AND generation_id IS NULL",
+		3, {INT8OID, TEXTOID, JSONBOID}
+	},
+	[KLING_PLAN_COUNT_IN_FLIGHT] = {
+		"SELECT count(*)::int4 FROM %1$s WHERE status IN ('submitting', 'queued', 'generating')",
+		0, {0}
+	},
+	[KLING_PLAN_CLAIM_CREATES] = {
+		"UPDATE %1$s t SET status = 'submitting', updated_at = now()"
+		" FROM (SELECT id FROM %1$s WHERE status = 'pending' AND next_attempt_at <= now()"
+		"       ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c"
+		" WHERE t.id = c.id RETURNING t.id, t.prompt, t.opts, t.attempts",
+		1, {INT4OID}
+	},
+	[KLING_PLAN_CLAIM_POLLS] = {
+		"UPDATE %1$s t SET next_attempt_at = now() + $2 * interval '1 millisecond'"
+		" FROM (SELECT id FROM %1$s WHERE status IN ('queued', 'generating')"
+		"       AND next_attempt_at <= now()"
+		"       ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) c"
+		" WHERE t.id = c.id RETURNING t.id, t.generation_id, t.attempts",
+		2, {INT4OID, INT4OID}
+	},
+	[KLING_PLAN_NEXT_DUE] = {
+		"SELECT min(next_attempt_at) FROM %1$s"
+		" WHERE status IN ('queued', 'generating') OR ($1 AND status = 'pending')",
+		1, {BOOLOID}
+	},
+};
+
+static SPIPlanPtr kling_plans[KLING_NUM_PLANS];
+static Oid	kling_plans_extension = InvalidOid;
+
+/* Where the worker's results go: the context current at begin_round. */
+static MemoryContext kling_round_context = NULL;
+
+static bool kling_store_refresh_plans(void);
+static SPIPlanPtr kling_plan(KlingPlanId id);
+static int	kling_execute(KlingPlanId id, Datum *values, const char *nulls,
+						  bool read_only, long limit);
+static List *kling_collect_claims(bool creates);
+
+/*
+ * Make sure the kept plans belong to the installed extension.  Returns
+ * false if the extension is not installed in this database.
+ */
+static bool
+kling_store_refresh_plans(void)
+{
+	Oid			ext = get_extension_oid("kling", true);
+
+	if (ext == kling_plans_extension)
+		return OidIsValid(ext);
+
+	for (int i = 0; i < KLING_NUM_PLANS; i++)
+	{
+		if (kling_plans[i] != NULL)
+			SPI_freeplan(kling_plans[i]);
+		kling_plans[i] = NULL;
+	}
+	kling_plans_extension = ext;
+	return OidIsValid(ext);
+}
+
+/* The kept plan for a statement, prepared on first use. */
+static SPIPlanPtr
+kling_plan(KlingPlanId id)
+{
+	if (!kling_store_refresh_plans())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"kling\" is not installed in this database")));
+
+	if (kling_plans[id] == NULL)
+	{
+		const KlingPlanDef *def = &kling_plan_defs[id];
+		Datum		arg = ObjectIdGetDatum(kling_plans_extension);
+		char	   *table;
+		SPIPlanPtr	plan;
+		bool		isnull;
+
+		if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(n.nspname)"
+								  " || '.kling_tasks'"
+								  " FROM pg_catalog.pg_extension e"
+								  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
+								  " WHERE e.oid = $1",
+								  1, (Oid[]) {OIDOID}, &arg, NULL, true, 1) != SPI_OK_SELECT ||
+			SPI_processed != 1)
+			elog(ERROR, "could not find the schema of extension \"kling\"");
+		table = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 1, &isnull));
+
+		plan = SPI_prepare(psprintf(def->sql, table), def->nargs, (Oid *) def->argtypes);
+		if (plan == NULL)
+			elog(ERROR, "could not prepare kling statement: %s",
+				 SPI_result_code_string(SPI_result));
+		SPI_keepplan(plan);
+		kling_plans[id] = plan;
+	}
+	return kling_plans[id];
+}
+
+/* Run a kept plan; returns the SPI result code. */
+static int
+kling_execute(KlingPlanId id, Datum *values, const char *nulls, bool read_only,
+			  long limit)
+{
+	int			rc = SPI_execute_plan(kling_plan(id), values, nulls, read_only, limit);
+
+	if (rc < 0)
+		elog(ERROR, "kling statement failed: %s", SPI_result_code_string(rc));
+	return rc;
+}
+
+/*
+ * Enqueue one task (prompt and options already checked) and return its id.
+ */
+int64
+kling_store_insert(text *prompt, Jsonb *opts)
+{
+	Datum		values[2] = {PointerGetDatum(prompt), JsonbPGetDatum(opts)};
+	bool		isnull;
+	int64		id;
+
+	SPI_connect();
+	kling_execute(KLING_PLAN_INSERT, values, NULL, false, 0);
+	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									 1, &isnull));
+	SPI_finish();
+	return id;
+}
+
+/*
+ * The task's row as a composite datum in the caller's context, and its
+ * status; an error if no such task is visible.
+ */
+Datum
+kling_store_fetch(int64 id, char **status)
+{
+	Datum		values[1] = {Int64GetDatum(id)};
+	Datum		row;
+	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext spi;
+
+	SPI_connect();
+	kling_execute(KLING_PLAN_FETCH, values, NULL, false, 1);
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("kling task %lld does not exist", (long long) id),
+				 errdetail("No task with this id is visible to role \"%s\".",
+						   GetUserNameFromId(GetUserId(), false))));
+
+	spi = MemoryContextSwitchTo(caller);
+	*status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+						   SPI_fnumber(SPI_tuptable->tupdesc, "status"));
+	MemoryContextSwitchTo(spi);
+	row = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
+	SPI_finish();
+	return row;
+}
+
+/*
+ * Cancel a task that is not final.  Returns whether it changed anything;
+ * an error if no such task is visible.
+ */
+bool
+kling_store_cancel(int64 id)
+{
+	Datum		values[1] = {Int64GetDatum(id)};
+	bool		changed;
+
+	SPI_connect();
+	kling_execute(KLING_PLAN_CANCEL, values, NULL, false, 0);
+	changed = (SPI_processed > 0);
+	SPI_finish();
+
+	if (!changed)
+	{
+		char	   *status;
+
+		/* Tells "final already" from "no such task" (which is an error). */
+		(void) kling_store_fetch(id, &status);
+	}
+	return changed;
+}
+
+/*
+ * Begin a worker round: a transaction, SPI, a snapshot.  Returns false if
+ * the extension is not installed; end_round must be called either way.
+ */
+bool
+kling_store_begin_round(void)
+{
+	kling_round_context = CurrentMemoryContext;
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	return kling_store_refresh_plans();
+}
+
+/* Commit the worker round. */
+void
+kling_store_end_round(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	MemoryContextSwitchTo(kling_round_context);
+}
+
+/*
+ * Tasks left in 'submitting' by a worker that died: their create may or may
+ * not have reached the provider, so they fail rather than risk a second
+ * bill.  Run once when a worker starts serving.
+ */
+int
+kling_store_fail_interrupted(void)
+{
+	kling_execute(KLING_PLAN_FAIL_INTERRUPTED, NULL, NULL, false, 0);
+	return (int) SPI_processed;
+}
+
+/* Fail the tasks the provider has held longer than the task timeout. */
+int
+kling_store_expire(int task_timeout_ms)
+{
+	Datum		values[1] = {Int32GetDatum(task_timeout_ms)};
+
+	kling_execute(KLING_PLAN_EXPIRE, values, NULL, false, 0);
+	return (int) SPI_processed;
+}
+
+/*
+ * Write one result.  Nothing changes if the task left the expected state
+ * meanwhile (it was cancelled); a cancelled task still records the
+ * generation id its create got, for the history.  Returns whether the task
+ * was updated.
+ */
+bool
+kling_store_apply(const KlingTaskUpdate *u)
+{
+	Datum		values[10];
+	char		nulls[10];
+	bool		submitting = (u->expect == KLING_EXPECT_SUBMITTING);
+
+	memset(nulls, ' ', sizeof(nulls));
+	values[0] = Int64GetDatum(u->id);
+	values[1] = u->status ? CStringGetTextDatum(u->status) : (nulls[1] = 'n', 0);
+	values[2] = u->generation_id ? CStringGetTextDatum(u->generation_id) : (nulls[2] = 'n', 0);
+	values[3] = u->video_url ? CStringGetTextDatum(u->video_url) : (nulls[3] = 'n', 0);
+	values[4] = u->result ? JsonbPGetDatum(u->result) : (nulls[4] = 'n', 0);
+	values[5] = u->error ? CStringGetTextDatum(u->error) : (nulls[5] = 'n', 0);
+	values[6] = Int32GetDatum(u->attempts);
+	values[7] = Int32GetDatum(u->next_attempt_ms);
+	values[8] = CStringGetTextDatum(submitting ? "submitting" : "queued");
+	values[9] = CStringGetTextDatum(submitting ? "submitting" : "generating");
+
+	kling_execute(KLING_PLAN_APPLY, values, nulls, false, 0);
+	if (SPI_processed > 0)
+		return true;
+
+	if (submitting && u->generation_id != NULL)
+	{
+		Datum		note[3];
+		char		note_nulls[3] = {' ', ' ', u->result ? ' ' : 'n'};
+
+		note[0] = values[0];
+		note[1] = values[2];
+		note[2] = values[4];
+		kling_execute(KLING_PLAN_NOTE_CANCELLED, note, note_nulls, false, 0);
+	}
+	return false;
+}
+
+/* Tasks that count against kling.max_in_flight. */
+int
+kling_store_count_in_flight(void)
+{
+	bool		isnull;
+
+	kling_execute(KLING_PLAN_COUNT_IN_FLIGHT, NULL, NULL, true, 1);
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   1, &isnull));
+}
+
+/* Copy claimed rows out of SPI into the round's context. */
+static List *
+kling_collect_claims(bool creates)
+{
+	MemoryContext spi = MemoryContextSwitchTo(kling_round_context);
+	List	   *claims = NIL;
+	TupleDesc	desc = SPI_tuptable->tupdesc;
+
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		KlingClaim *claim = palloc0(sizeof(KlingClaim));
+		bool		isnull;
+
+		claim->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		if (creates)
+		{
+			claim->prompt = TextDatumGetCString(SPI_getbinval(tuple, desc, 2, &isnull));
+			claim->opts = DatumGetJsonbPCopy(SPI_getbinval(tuple, desc, 3, &isnull));
+			claim->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
+		}
+		else
+		{
+			claim->generation_id = TextDatumGetCString(SPI_getbinval(tuple, desc, 2, &isnull));
+			claim->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
+		}
+		claims = lappend(claims, claim);
+	}
+	MemoryContextSwitchTo(spi);
+	return claims;
+}
+
+/*
+ * Claim up to limit pending tasks to send, oldest first, marking them
+ * 'submitting'.  The mark commits before any request goes out.
+ */
+List *
+kling_store_claim_creates(int limit)
+{
+	Datum		values[1] = {Int32GetDatum(limit)};
+
+	kling_execute(KLING_PLAN_CLAIM_CREATES, values, NULL, false, 0);
+	return kling_collect_claims(true);
+}
+
+/*
+ * Claim up to limit tasks whose poll is due.  Their next poll moves out by
+ * lease_ms, so that a poll lost to a crash is simply made again later.
+ */
+List *
+kling_store_claim_polls(int limit, int lease_ms)
+{
+	Datum		values[2] = {Int32GetDatum(limit), Int32GetDatum(lease_ms)};
+
+	kling_execute(KLING_PLAN_CLAIM_POLLS, values, NULL, false, 0);
+	return kling_collect_claims(false);
+}
+
+/*
+ * When the next poll (and, if include_pending, the next send) is due.
+ * Returns false if nothing is waiting.
+ */
+bool
+kling_store_next_due(bool include_pending, TimestampTz *due)
+{
+	Datum		values[1] = {BoolGetDatum(include_pending)};
+	bool		isnull;
+
+	kling_execute(KLING_PLAN_NEXT_DUE, values, NULL, true, 1);
+	*due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+											 SPI_tuptable->tupdesc, 1, &isnull));
+	return !isnull;
+}

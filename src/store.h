@@ -1,0 +1,62 @@
+/*-------------------------------------------------------------------------
+ *
+ * store.h
+ *		The task store: every read and write of kling_tasks, all through
+ *		SPI with parameters and kept plans.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef KLING_STORE_H
+#define KLING_STORE_H
+
+#include "nodes/pg_list.h"
+#include "utils/jsonb.h"
+
+/* Which state a result may still be written over. */
+typedef enum KlingExpect
+{
+	KLING_EXPECT_SUBMITTING,	/* a create's result */
+	KLING_EXPECT_AT_PROVIDER	/* a poll's result: queued or generating */
+} KlingExpect;
+
+/* One change to a task, as the worker decided it from a response. */
+typedef struct KlingTaskUpdate
+{
+	int64		id;
+	KlingExpect expect;
+	const char *status;			/* the new status; NULL: unchanged */
+	const char *generation_id;	/* NULL: unchanged */
+	const char *video_url;		/* NULL: unchanged */
+	Jsonb	   *result;			/* NULL: unchanged */
+	const char *error;			/* NULL clears it */
+	int			attempts;
+	int			next_attempt_ms;	/* from now */
+} KlingTaskUpdate;
+
+/* A task the worker has claimed to send or poll. */
+typedef struct KlingClaim
+{
+	int64		id;
+	char	   *prompt;			/* creates only */
+	Jsonb	   *opts;			/* creates only */
+	char	   *generation_id;	/* polls only */
+	int			attempts;
+} KlingClaim;
+
+/* Called by the SQL functions, in the caller's transaction. */
+extern int64 kling_store_insert(text *prompt, Jsonb *opts);
+extern Datum kling_store_fetch(int64 id, char **status);
+extern bool kling_store_cancel(int64 id);
+
+/* Called by the worker, in one transaction per round. */
+extern bool kling_store_begin_round(void);
+extern void kling_store_end_round(void);
+extern int	kling_store_fail_interrupted(void);
+extern int	kling_store_expire(int task_timeout_ms);
+extern bool kling_store_apply(const KlingTaskUpdate *update);
+extern int	kling_store_count_in_flight(void);
+extern List *kling_store_claim_creates(int limit);
+extern List *kling_store_claim_polls(int limit, int lease_ms);
+extern bool kling_store_next_due(bool include_pending, TimestampTz *due);
+
+#endif							/* KLING_STORE_H */

@@ -1,0 +1,466 @@
+/*-------------------------------------------------------------------------
+ *
+ * worker.c
+ *		The kling background worker: sends pending tasks to the provider,
+ *		polls them, and writes what it learns back into kling_tasks.
+ *
+ * The loop waits on its latch (set at the commit of new work), on curl's
+ * sockets, and on a timeout until the next poll is due.  Each round then
+ * runs one transaction: write every finished response, fail what has run
+ * out of time, claim the tasks to send or poll, find when the next poll is
+ * due.  Only after that commits do the requests go out, so a task is
+ * 'submitting' in the table before its create can reach the provider.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/xact.h"
+#include "common/pg_prng.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/backend_status.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/timestamp.h"
+
+#include "kling.h"
+#include "http.h"
+#include "protocol.h"
+#include "shmem.h"
+#include "store.h"
+#include "worker.h"
+
+/* Requests open at once, whatever kling.max_in_flight allows. */
+#define KLING_MAX_REQUESTS 256
+
+/* Longest wait between two retries of one request. */
+#define KLING_MAX_BACKOFF_MS (5 * 60 * 1000)
+
+/* How often to look for the extension in a database that lacks it. */
+#define KLING_NO_EXTENSION_RECHECK_MS 10000
+
+/* Seconds before the postmaster restarts a worker that died. */
+#define KLING_RESTART_SECONDS 5
+
+static MemoryContext kling_round_context = NULL;
+static bool kling_extension_present = true;
+static bool kling_interrupted_checked = false;
+
+/* When the next poll or send is due; 0 when nothing waits. */
+static TimestampTz kling_next_due = 0;
+
+/* While the provider refuses the account, nothing is sent. */
+static TimestampTz kling_hold_until = 0;
+static int	kling_hold_ms = 0;
+
+static void kling_worker_round(void);
+static void kling_round_transaction(List *done, bool isolate);
+static void kling_apply_isolated(KlingTaskUpdate *update);
+static void kling_decide(KlingHttpRequest *req, KlingTaskUpdate *update);
+static int	kling_backoff_ms(int attempts);
+static void kling_start_hold(const char *reason);
+static bool kling_holding(void);
+static void kling_start_requests(List *creates, List *polls);
+static long kling_wait_timeout(void);
+
+/*
+ * Register the worker; called from _PG_init under
+ * shared_preload_libraries.  It starts once recovery has finished, so a
+ * hot standby runs none, and a promoted one starts it.
+ */
+void
+kling_worker_register(void)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = KLING_RESTART_SECONDS;
+	snprintf(worker.bgw_library_name, BGW_MAXLEN, "kling");
+	snprintf(worker.bgw_function_name, BGW_MAXLEN, "kling_worker_main");
+	snprintf(worker.bgw_name, BGW_MAXLEN, "kling worker");
+	snprintf(worker.bgw_type, BGW_MAXLEN, "kling worker");
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * The worker's entry point.
+ */
+void
+kling_worker_main(Datum main_arg)
+{
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(kling_database_name, NULL, 0);
+	pgstat_report_appname("kling worker");
+
+	kling_shmem_attach_worker();
+	kling_http_init();
+	kling_round_context = AllocSetContextCreate(TopMemoryContext,
+												"kling worker round",
+												ALLOCSET_DEFAULT_SIZES);
+
+	ereport(LOG,
+			(errmsg("kling worker started for database \"%s\"", kling_database_name)));
+
+	/* The first round looks at the table whether or not anything is due. */
+	kling_next_due = GetCurrentTimestamp();
+
+	for (;;)
+	{
+		bool		woken;
+
+		pgstat_report_activity(STATE_IDLE, NULL);
+		woken = kling_http_wait(kling_wait_timeout(), PG_WAIT_EXTENSION);
+		if (woken)
+			ResetLatch(MyLatch);
+		CHECK_FOR_INTERRUPTS();
+
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			/* A new key or URL may cure a hold: try again now. */
+			kling_hold_until = 0;
+			kling_hold_ms = 0;
+			woken = true;
+		}
+
+		if (woken || kling_http_has_done() ||
+			(kling_next_due != 0 && GetCurrentTimestamp() >= kling_next_due))
+			kling_worker_round();
+	}
+}
+
+/*
+ * How long the loop may sleep: until the next due poll or send, or the end
+ * of a hold; without a limit when nothing waits (the latch wakes it).
+ */
+static long
+kling_wait_timeout(void)
+{
+	TimestampTz wake = kling_next_due;
+	long		secs;
+	int			usecs;
+
+	if (!kling_extension_present)
+		return KLING_NO_EXTENSION_RECHECK_MS;
+	if (kling_holding())
+		wake = kling_hold_until;
+	if (wake == 0)
+		return -1;
+
+	TimestampDifference(GetCurrentTimestamp(), wake, &secs, &usecs);
+	return secs * 1000 + (usecs + 999) / 1000;
+}
+
+/*
+ * One round: take the finished requests, write them and claim new work in
+ * one transaction, then send.  If the transaction fails, it runs again with
+ * each result in a subtransaction of its own, so that one bad result cannot
+ * hold back the others.
+ */
+static void
+kling_worker_round(void)
+{
+	List	   *volatile done = NIL;
+	KlingHttpRequest *req;
+	MemoryContext oldcontext;
+	ListCell   *lc;
+
+	MemoryContextReset(kling_round_context);
+	oldcontext = MemoryContextSwitchTo(kling_round_context);
+
+	while ((req = kling_http_next_done()) != NULL)
+		done = lappend(done, req);
+
+	PG_TRY();
+	{
+		kling_round_transaction(done, false);
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(kling_round_context);
+		EmitErrorReport();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(kling_round_context);
+		kling_round_transaction(done, true);
+	}
+	PG_END_TRY();
+
+	foreach(lc, done)
+		kling_http_free(lfirst(lc));
+
+	MemoryContextSwitchTo(oldcontext);
+	pgstat_report_stat(false);
+}
+
+/*
+ * The round's transaction.  Requests go out only after it commits.
+ */
+static void
+kling_round_transaction(List *done, bool isolate)
+{
+	List	   *creates = NIL;
+	List	   *polls = NIL;
+	int			room = KLING_MAX_REQUESTS - kling_http_active();
+	bool		can_send;
+	ListCell   *lc;
+
+	pgstat_report_activity(STATE_RUNNING, "kling: writing results and claiming tasks");
+
+	kling_extension_present = kling_store_begin_round();
+	if (!kling_extension_present)
+	{
+		/* Nothing to write into: results of a dropped table are moot. */
+		kling_store_end_round();
+		kling_next_due = 0;
+		return;
+	}
+
+	if (!kling_interrupted_checked)
+	{
+		int			n = kling_store_fail_interrupted();
+
+		if (n > 0)
+			ereport(LOG,
+					(errmsg("kling: %d tasks were being sent when the server stopped; they failed with an unknown outcome", n)));
+		kling_interrupted_checked = true;
+	}
+
+	foreach(lc, done)
+	{
+		KlingTaskUpdate update;
+
+		kling_decide(lfirst(lc), &update);
+		if (isolate)
+			kling_apply_isolated(&update);
+		else
+			kling_store_apply(&update);
+	}
+
+	kling_store_expire(kling_task_timeout_ms);
+
+	if (kling_api_key == NULL || kling_api_key[0] == '\0')
+		kling_start_hold("kling.api_key is not set");
+
+	can_send = !kling_holding();
+	if (can_send && room > 0)
+	{
+		int			free_slots = kling_max_in_flight - kling_store_count_in_flight();
+
+		if (free_slots > 0)
+			creates = kling_store_claim_creates(Min(free_slots, room));
+		room -= list_length(creates);
+		can_send = (free_slots > list_length(creates));
+	}
+	if (!kling_holding() && room > 0)
+		polls = kling_store_claim_polls(room, kling_request_timeout_ms * 2);
+
+	if (!kling_store_next_due(can_send, &kling_next_due))
+		kling_next_due = 0;
+	kling_store_end_round();
+
+	kling_start_requests(creates, polls);
+}
+
+/*
+ * Write one result in a subtransaction; if that fails, the task fails with
+ * the reason instead.
+ */
+static void
+kling_apply_isolated(KlingTaskUpdate *update)
+{
+	MemoryContext oldcontext = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcontext);
+	PG_TRY();
+	{
+		kling_store_apply(update);
+		ReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcontext);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		MemoryContextSwitchTo(oldcontext);
+		CurrentResourceOwner = oldowner;
+
+		ereport(WARNING,
+				(errmsg("kling: could not record the response for task %lld: %s",
+						(long long) update->id, edata->message)));
+		update->status = "failed";
+		update->result = NULL;
+		update->video_url = NULL;
+		update->error = psprintf("could not record the provider's response: %s",
+								 edata->message);
+		kling_store_apply(update);
+	}
+	PG_END_TRY();
+}
+
+/*
+ * Turn a finished request into the change it makes to its task, following
+ * the retry policy: transient failures back off and count against
+ * kling.max_attempts; a refused account holds everything.
+ */
+static void
+kling_decide(KlingHttpRequest *req, KlingTaskUpdate *u)
+{
+	bool		create = (req->kind == KLING_REQUEST_CREATE);
+	const char *failure = kling_http_failure(req);
+	KlingResponse r;
+
+	if (failure != NULL)
+		kling_read_transport_failure(req->kind, req->request_sent, failure, &r);
+	else
+		kling_read_response(req->kind, req->http_status, req->body, req->body_len,
+							req->retry_after, &r);
+
+	memset(u, 0, sizeof(*u));
+	u->id = req->task_id;
+	u->expect = create ? KLING_EXPECT_SUBMITTING : KLING_EXPECT_AT_PROVIDER;
+	u->result = r.result;
+	u->next_attempt_ms = kling_poll_interval_ms;
+
+	switch (r.outcome)
+	{
+		case KLING_OUTCOME_ACCEPTED:
+			u->status = r.state;
+			u->generation_id = r.generation_id;
+			break;
+		case KLING_OUTCOME_PENDING:
+			u->status = r.state;
+			break;
+		case KLING_OUTCOME_COMPLETED:
+			u->status = "completed";
+			u->video_url = r.video_url;
+			break;
+		case KLING_OUTCOME_FAILED:
+			u->status = "failed";
+			u->error = r.message;
+			break;
+		case KLING_OUTCOME_RETRY:
+			u->attempts = req->attempts + (r.counts_attempt ? 1 : 0);
+			if (r.counts_attempt && u->attempts >= kling_max_attempts)
+			{
+				u->status = "failed";
+				u->error = psprintf("gave up after %d attempts: %s", u->attempts, r.message);
+				break;
+			}
+			u->status = create ? "pending" : NULL;
+			u->error = r.message;
+			u->next_attempt_ms = r.retry_after_ms >= 0
+				? r.retry_after_ms
+				: kling_backoff_ms(u->attempts + (r.counts_attempt ? 0 : 1));
+			break;
+		case KLING_OUTCOME_HOLD:
+			kling_start_hold(r.message);
+			u->status = create ? "pending" : NULL;
+			u->attempts = req->attempts;
+			u->error = r.message;
+			u->next_attempt_ms = kling_hold_ms;
+			break;
+	}
+
+	if (u->status != NULL && strcmp(u->status, "failed") == 0)
+		ereport(LOG,
+				(errmsg("kling: task %lld failed: %s", (long long) u->id, u->error)));
+}
+
+/*
+ * Exponential backoff from the poll interval, with +/-25% jitter so that
+ * tasks that failed together do not retry together.
+ */
+static int
+kling_backoff_ms(int attempts)
+{
+	double		delay = kling_poll_interval_ms;
+
+	for (int i = 1; i < attempts && delay < KLING_MAX_BACKOFF_MS; i++)
+		delay *= 2;
+	delay = Min(delay, KLING_MAX_BACKOFF_MS);
+	delay *= 0.75 + 0.5 * pg_prng_double(&pg_global_prng_state);
+	return (int) delay;
+}
+
+/*
+ * Hold all sending: the provider refused the account, or there is no key.
+ * The hold doubles each time it is renewed, up to a minute, and is logged
+ * once per renewal; a reload (SIGHUP) ends it at once.
+ */
+static void
+kling_start_hold(const char *reason)
+{
+	if (kling_holding())
+		return;
+
+	kling_hold_ms = kling_hold_ms == 0
+		? Min(kling_poll_interval_ms, 60000)
+		: Min(kling_hold_ms * 2, 60000);
+	kling_hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), kling_hold_ms);
+	ereport(WARNING,
+			(errmsg("kling: %s", reason),
+			 errdetail("No task is sent or polled for %d ms; tasks keep their place.",
+					   kling_hold_ms)));
+}
+
+/* Whether sending is held now. */
+static bool
+kling_holding(void)
+{
+	return kling_hold_until != 0 && GetCurrentTimestamp() < kling_hold_until;
+}
+
+/*
+ * Send the claimed creates and polls.  A request that cannot even start
+ * fails its task through the usual path, in the next round.
+ */
+static void
+kling_start_requests(List *creates, List *polls)
+{
+	char	   *create_url = kling_create_url(kling_base_url, kling_api_route);
+
+	ListCell   *lc;
+
+	foreach(lc, creates)
+	{
+		KlingClaim *c = lfirst(lc);
+
+		kling_http_start(KLING_REQUEST_CREATE, c->id, c->attempts, create_url,
+						 kling_create_body(c->prompt, c->opts));
+	}
+
+	foreach(lc, polls)
+	{
+		KlingClaim *c = lfirst(lc);
+
+		kling_http_start(KLING_REQUEST_POLL, c->id, c->attempts,
+						 kling_poll_url(kling_base_url, kling_api_route, c->generation_id),
+						 NULL);
+	}
+
+	if (creates != NIL || polls != NIL)
+		pgstat_report_activity(STATE_RUNNING,
+							   psprintf("kling: %d requests in flight",
+										kling_http_active()));
+}
