@@ -135,7 +135,7 @@ static MemoryContext kling_round_context = NULL;
 static bool kling_store_refresh_plans(void);
 static SPIPlanPtr kling_plan(KlingPlanId id);
 static int	kling_execute(KlingPlanId id, Datum *values, const char *nulls,
-						  bool read_only, long limit);
+						  long limit);
 static List *kling_collect_claims(bool creates);
 
 /*
@@ -198,12 +198,14 @@ kling_plan(KlingPlanId id)
 	return kling_plans[id];
 }
 
-/* Run a kept plan; returns the SPI result code. */
+/*
+ * Run a kept plan; returns the SPI result code.  Never read-only: each
+ * statement takes a new snapshot and so sees the round's earlier writes.
+ */
 static int
-kling_execute(KlingPlanId id, Datum *values, const char *nulls, bool read_only,
-			  long limit)
+kling_execute(KlingPlanId id, Datum *values, const char *nulls, long limit)
 {
-	int			rc = SPI_execute_plan(kling_plan(id), values, nulls, read_only, limit);
+	int			rc = SPI_execute_plan(kling_plan(id), values, nulls, false, limit);
 
 	if (rc < 0)
 		elog(ERROR, "kling statement failed: %s", SPI_result_code_string(rc));
@@ -221,7 +223,7 @@ kling_store_insert(text *prompt, Jsonb *opts)
 	int64		id;
 
 	SPI_connect();
-	kling_execute(KLING_PLAN_INSERT, values, NULL, false, 0);
+	kling_execute(KLING_PLAN_INSERT, values, NULL, 0);
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									 1, &isnull));
 	SPI_finish();
@@ -241,7 +243,7 @@ kling_store_fetch(int64 id, char **status)
 	MemoryContext spi;
 
 	SPI_connect();
-	kling_execute(KLING_PLAN_FETCH, values, NULL, false, 1);
+	kling_execute(KLING_PLAN_FETCH, values, NULL, 1);
 	if (SPI_processed == 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
@@ -269,7 +271,7 @@ kling_store_cancel(int64 id)
 	bool		changed;
 
 	SPI_connect();
-	kling_execute(KLING_PLAN_CANCEL, values, NULL, false, 0);
+	kling_execute(KLING_PLAN_CANCEL, values, NULL, 0);
 	changed = (SPI_processed > 0);
 	SPI_finish();
 
@@ -316,7 +318,7 @@ kling_store_end_round(void)
 int
 kling_store_fail_interrupted(void)
 {
-	kling_execute(KLING_PLAN_FAIL_INTERRUPTED, NULL, NULL, false, 0);
+	kling_execute(KLING_PLAN_FAIL_INTERRUPTED, NULL, NULL, 0);
 	return (int) SPI_processed;
 }
 
@@ -326,7 +328,7 @@ kling_store_expire(int task_timeout_ms)
 {
 	Datum		values[1] = {Int32GetDatum(task_timeout_ms)};
 
-	kling_execute(KLING_PLAN_EXPIRE, values, NULL, false, 0);
+	kling_execute(KLING_PLAN_EXPIRE, values, NULL, 0);
 	return (int) SPI_processed;
 }
 
@@ -355,7 +357,7 @@ kling_store_apply(const KlingTaskUpdate *u)
 	values[8] = CStringGetTextDatum(submitting ? "submitting" : "queued");
 	values[9] = CStringGetTextDatum(submitting ? "submitting" : "generating");
 
-	kling_execute(KLING_PLAN_APPLY, values, nulls, false, 0);
+	kling_execute(KLING_PLAN_APPLY, values, nulls, 0);
 	if (SPI_processed > 0)
 		return true;
 
@@ -367,7 +369,7 @@ kling_store_apply(const KlingTaskUpdate *u)
 		note[0] = values[0];
 		note[1] = values[2];
 		note[2] = values[4];
-		kling_execute(KLING_PLAN_NOTE_CANCELLED, note, note_nulls, false, 0);
+		kling_execute(KLING_PLAN_NOTE_CANCELLED, note, note_nulls, 0);
 	}
 	return false;
 }
@@ -378,7 +380,7 @@ kling_store_count_in_flight(void)
 {
 	bool		isnull;
 
-	kling_execute(KLING_PLAN_COUNT_IN_FLIGHT, NULL, NULL, true, 1);
+	kling_execute(KLING_PLAN_COUNT_IN_FLIGHT, NULL, NULL, 1);
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									   1, &isnull));
 }
@@ -424,7 +426,7 @@ kling_store_claim_creates(int limit)
 {
 	Datum		values[1] = {Int32GetDatum(limit)};
 
-	kling_execute(KLING_PLAN_CLAIM_CREATES, values, NULL, false, 0);
+	kling_execute(KLING_PLAN_CLAIM_CREATES, values, NULL, 0);
 	return kling_collect_claims(true);
 }
 
@@ -437,7 +439,7 @@ kling_store_claim_polls(int limit, int lease_ms)
 {
 	Datum		values[2] = {Int32GetDatum(limit), Int32GetDatum(lease_ms)};
 
-	kling_execute(KLING_PLAN_CLAIM_POLLS, values, NULL, false, 0);
+	kling_execute(KLING_PLAN_CLAIM_POLLS, values, NULL, 0);
 	return kling_collect_claims(false);
 }
 
@@ -451,7 +453,7 @@ kling_store_next_due(bool include_pending, TimestampTz *due)
 	Datum		values[1] = {BoolGetDatum(include_pending)};
 	bool		isnull;
 
-	kling_execute(KLING_PLAN_NEXT_DUE, values, NULL, true, 1);
+	kling_execute(KLING_PLAN_NEXT_DUE, values, NULL, 1);
 	*due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
 											 SPI_tuptable->tupdesc, 1, &isnull));
 	return !isnull;
