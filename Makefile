@@ -18,14 +18,16 @@ DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
 REGRESS = install validation normalize lifecycle protocol
 REGRESS_OPTS = \
-	--temp-instance=tmp_check \
-	--temp-config=test/regress.conf
+	--temp-instance=build/regress/tmp_check \
+	--outputdir=build/regress \
+	--temp-config=test/regress.conf \
+	--encoding=UTF8 --no-locale
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	$(shell curl-config --cflags)
 SHLIB_LINK = $(shell curl-config --libs)
 
-EXTRA_CLEAN = tmp_check results regression.diffs regression.out
+EXTRA_CLEAN = build
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)

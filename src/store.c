@@ -19,7 +19,6 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
-#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
 #include "utils/snapmgr.h"
@@ -248,8 +247,7 @@ kling_store_fetch(int64 id, char **status)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("kling task %lld does not exist", (long long) id),
-				 errdetail("No task with this id is visible to role \"%s\".",
-						   GetUserNameFromId(GetUserId(), false))));
+				 errdetail("No task with this id is visible to the current role.")));
 
 	spi = MemoryContextSwitchTo(caller);
 	*status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
