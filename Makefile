@@ -32,3 +32,9 @@ EXTRA_CLEAN = build
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# pg_regress keeps its output and temporary instance under build/.
+installcheck: regress-outputdir
+regress-outputdir:
+	@mkdir -p build/regress
+.PHONY: regress-outputdir

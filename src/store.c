@@ -32,6 +32,7 @@ typedef enum KlingPlanId
 	KLING_PLAN_FETCH,
 	KLING_PLAN_CANCEL,
 	KLING_PLAN_FAIL_INTERRUPTED,
+	KLING_PLAN_POLL_NOW,
 	KLING_PLAN_EXPIRE,
 	KLING_PLAN_APPLY,
 	KLING_PLAN_NOTE_CANCELLED,
@@ -68,6 +69,11 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		" error = 'outcome unknown: the server stopped while this task was being sent;"
 		" it was not sent again, to avoid paying twice'"
 		" WHERE status = 'submitting'",
+		0, {0}
+	},
+	[KLING_PLAN_POLL_NOW] = {
+		"UPDATE %1$s SET next_attempt_at = now()"
+		" WHERE status IN ('queued', 'generating') AND next_attempt_at > now()",
 		0, {0}
 	},
 	[KLING_PLAN_EXPIRE] = {
@@ -309,15 +315,20 @@ kling_store_end_round(void)
 }
 
 /*
- * Tasks left in 'submitting' by a worker that died: their create may or may
- * not have reached the provider, so they fail rather than risk a second
- * bill.  Run once when a worker starts serving.
+ * Take over from a worker that stopped, once when a worker starts serving.
+ * Tasks it left in 'submitting' may or may not have reached the provider, so
+ * they fail rather than risk a second bill; returns how many.  Tasks at the
+ * provider are polled at once, since polls it had under way were lost.
  */
 int
-kling_store_fail_interrupted(void)
+kling_store_recover(void)
 {
+	int			interrupted;
+
 	kling_execute(KLING_PLAN_FAIL_INTERRUPTED, NULL, NULL, 0);
-	return (int) SPI_processed;
+	interrupted = (int) SPI_processed;
+	kling_execute(KLING_PLAN_POLL_NOW, NULL, NULL, 0);
+	return interrupted;
 }
 
 /* Fail the tasks the provider has held longer than the task timeout. */

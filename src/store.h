@@ -51,7 +51,7 @@ extern bool kling_store_cancel(int64 id);
 /* Called by the worker, in one transaction per round. */
 extern bool kling_store_begin_round(void);
 extern void kling_store_end_round(void);
-extern int	kling_store_fail_interrupted(void);
+extern int	kling_store_recover(void);
 extern int	kling_store_expire(int task_timeout_ms);
 extern bool kling_store_apply(const KlingTaskUpdate *update);
 extern int	kling_store_count_in_flight(void);

@@ -51,7 +51,7 @@
 
 static MemoryContext kling_round_context = NULL;
 static bool kling_extension_present = true;
-static bool kling_interrupted_checked = false;
+static bool kling_recovered = false;
 
 /* When the next poll or send is due; 0 when nothing waits. */
 static TimestampTz kling_next_due = 0;
@@ -229,14 +229,14 @@ kling_round_transaction(List *done, bool isolate)
 		return;
 	}
 
-	if (!kling_interrupted_checked)
+	if (!kling_recovered)
 	{
-		int			n = kling_store_fail_interrupted();
+		int			n = kling_store_recover();
 
 		if (n > 0)
 			ereport(LOG,
 					(errmsg("kling: %d tasks were being sent when the server stopped; they failed with an unknown outcome", n)));
-		kling_interrupted_checked = true;
+		kling_recovered = true;
 	}
 
 	foreach(lc, done)

@@ -1,0 +1,131 @@
+# test/lib.sh: shell functions shared by test/run and test/demo.
+#
+# They install what is missing, build and install the extension, and start
+# a throwaway PostgreSQL cluster with the worker and the mock API, all under
+# one work directory, on a Unix socket and a loopback port of their own.
+# Everything started is stopped by its PID.
+
+PG_VERSION_WANTED=15
+PG_BIN=/usr/lib/postgresql/$PG_VERSION_WANTED/bin
+PYTHON=/usr/bin/python3
+PACKAGES="make gcc postgresql-$PG_VERSION_WANTED postgresql-server-dev-$PG_VERSION_WANTED
+          libcurl4-openssl-dev postgresql-$PG_VERSION_WANTED-pgtap
+          libtap-parser-sourcehandler-pgtap-perl python3 curl git"
+
+log() { printf '== %s\n' "$*" >&2; }
+
+# Install the Debian packages the build and the suites need, if any is missing.
+kling_install_deps() {
+    local missing=()
+    for p in $PACKAGES; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
+            || missing+=("$p")
+    done
+    [ ${#missing[@]} -eq 0 ] && return 0
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "missing packages: ${missing[*]} (run as root, or install them)" >&2
+        return 1
+    fi
+    log "installing ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -q >/dev/null
+    # The packaged cluster is not needed: the suites make their own.
+    mkdir -p /etc/postgresql-common
+    [ -f /etc/postgresql-common/createcluster.conf ] \
+        || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
+    apt-get install -y -q "${missing[@]}" >/dev/null
+}
+
+# The unprivileged user that runs the servers: postgres when we are root.
+kling_server_user() {
+    if [ "$(id -u)" -eq 0 ]; then echo postgres; else id -un; fi
+}
+
+# Run a command as the server user.
+kling_as_server_user() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# Make a work directory the server user owns, with a copy of the sources in
+# $WORK/src (root's checkout may not be readable by that user).
+kling_make_workdir() {
+    local root=$1
+    if [ "$(id -u)" -eq 0 ]; then
+        WORK=$(mktemp -d /tmp/kling-test.XXXXXX)
+    else
+        mkdir -p "$root/build"
+        WORK=$(mktemp -d "$root/build/run.XXXXXX")
+    fi
+    mkdir -p "$WORK/src"
+    (cd "$root" && tar --exclude=./build --exclude=./.git -cf - .) | (cd "$WORK/src" && tar -xf -)
+    [ "$(id -u)" -eq 0 ] && chown -R postgres "$WORK"
+    chmod 755 "$WORK"
+    export WORK
+}
+
+# Build and install the extension from $WORK/src.
+kling_build_install() {
+    log "building and installing the extension"
+    make -C "$WORK/src" -s clean >/dev/null
+    make -C "$WORK/src" -s >/dev/null
+    if [ -w "$(pg_config --pkglibdir)" ]; then
+        make -C "$WORK/src" -s install >/dev/null
+    else
+        sudo make -C "$WORK/src" -s install >/dev/null
+    fi
+    [ "$(id -u)" -eq 0 ] && chown -R postgres "$WORK"
+    return 0
+}
+
+# Start the mock API on a free loopback port; sets MOCK_URL and MOCK_PID.
+kling_start_mock() {
+    local dir=$WORK/mock
+    mkdir -p "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
+    kling_as_server_user "$PYTHON" "$WORK/src/test/mock_api.py" --host 127.0.0.1 --port 0 \
+        --port-file "$dir/port" --api-key "${MOCK_API_KEY:-test-key}" >"$dir/log" 2>&1 &
+    MOCK_PID=$!
+    for _ in $(seq 100); do
+        [ -s "$dir/port" ] && break
+        sleep 0.1
+    done
+    [ -s "$dir/port" ] || { cat "$dir/log" >&2; echo "mock API did not start" >&2; return 1; }
+    MOCK_URL="http://127.0.0.1:$(cat "$dir/port")"
+    export MOCK_URL MOCK_PID
+}
+
+# Start a cluster with the worker preloaded; extra settings come as lines on
+# stdin.  Sets PGHOST, PGPORT, PGUSER, PGDATA.
+kling_start_cluster() {
+    local dir=$WORK/cluster
+    mkdir -p "$dir"
+    [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
+    export PGDATA=$dir/data PGHOST=$dir PGPORT=5499 PGUSER=$(kling_server_user)
+    kling_as_server_user "$PG_BIN/initdb" -D "$PGDATA" -A trust -E UTF8 --no-locale >/dev/null
+    {
+        echo "listen_addresses = ''"
+        echo "port = $PGPORT"
+        echo "unix_socket_directories = '$dir'"
+        echo "shared_preload_libraries = 'kling'"
+        echo "fsync = off"
+        cat
+    } | kling_as_server_user tee -a "$PGDATA/postgresql.conf" >/dev/null
+    kling_as_server_user "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$dir/server.log" -w start >/dev/null
+}
+
+# Stop what kling_start_* started, by PID.
+kling_stop_all() {
+    if [ -n "${PGDATA:-}" ] && [ -f "$PGDATA/postmaster.pid" ]; then
+        kling_as_server_user "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null 2>&1 || true
+    fi
+    if [ -n "${MOCK_PID:-}" ]; then
+        # As root, MOCK_PID is runuser's; the mock is its child.
+        kill $(pgrep -P "$MOCK_PID") "$MOCK_PID" 2>/dev/null || true
+        wait "$MOCK_PID" 2>/dev/null || true
+        MOCK_PID=
+    fi
+}
