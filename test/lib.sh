@@ -98,10 +98,12 @@ kling_start_mock() {
     export MOCK_URL MOCK_PID
 }
 
-# Start a cluster with the worker preloaded; extra settings come as lines on
-# stdin.  Sets PGHOST, PGPORT, PGUSER, PGDATA.
+# Start a cluster with the worker preloaded, serving a new database named by
+# the first argument; extra settings come as lines on stdin.  The database is
+# made before the worker starts, so it serves from the first moment.  Sets
+# PGHOST, PGPORT, PGUSER, PGDATA.
 kling_start_cluster() {
-    local dir=$WORK/cluster
+    local db=$1 dir=$WORK/cluster
     mkdir -p "$dir"
     [ "$(id -u)" -eq 0 ] && chown postgres "$dir"
     export PGDATA=$dir/data PGHOST=$dir PGPORT=5499 PGUSER=$(kling_server_user)
@@ -110,8 +112,14 @@ kling_start_cluster() {
         echo "listen_addresses = ''"
         echo "port = $PGPORT"
         echo "unix_socket_directories = '$dir'"
-        echo "shared_preload_libraries = 'kling'"
         echo "fsync = off"
+    } | kling_as_server_user tee -a "$PGDATA/postgresql.conf" >/dev/null
+    kling_as_server_user "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$dir/server.log" -w start >/dev/null
+    kling_as_server_user createdb "$db"
+    kling_as_server_user "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w stop >/dev/null
+    {
+        echo "shared_preload_libraries = 'kling'"
+        echo "kling.database_name = '$db'"
         cat
     } | kling_as_server_user tee -a "$PGDATA/postgresql.conf" >/dev/null
     kling_as_server_user "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$dir/server.log" -w start >/dev/null
