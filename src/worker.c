@@ -270,6 +270,19 @@ kling_round_transaction(List *done, bool isolate)
 
 	if (!kling_store_next_due(can_send, &kling_next_due))
 		kling_next_due = 0;
+	else
+	{
+		/*
+		 * Work that is due but could not be claimed (rows locked by others,
+		 * or every request slot busy) must not make the loop spin: look
+		 * again a little later.  Finished requests wake the loop anyway.
+		 */
+		TimestampTz soon = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+													   Min(kling_poll_interval_ms, 1000));
+
+		if (kling_next_due < soon && creates == NIL && polls == NIL)
+			kling_next_due = soon;
+	}
 	kling_store_end_round();
 
 	kling_start_requests(creates, polls);
