@@ -30,5 +30,15 @@ SELECT count(*) AS api_key_listed FROM pg_settings WHERE name = 'kling.api_key';
 -- The kling. prefix is reserved: a typo is an error, not a silent placeholder.
 SET kling.pol_interval = '1s';
 
--- The worker is loaded with the server and shows in pg_stat_activity.
-SELECT backend_type FROM pg_stat_activity WHERE backend_type = 'kling worker';
+-- The launcher starts with the server and starts the worker in the served
+-- database; both show in pg_stat_activity.
+DO $$
+BEGIN
+    FOR i IN 1 .. 100 LOOP
+        EXIT WHEN (SELECT count(*) FROM pg_stat_activity
+                   WHERE backend_type IN ('kling launcher', 'kling worker')) = 2;
+        PERFORM pg_sleep(0.1);
+    END LOOP;
+END $$;
+SELECT backend_type, datname FROM pg_stat_activity
+WHERE backend_type LIKE 'kling%' ORDER BY 1;

@@ -15,8 +15,8 @@
 #include "utils/guc.h"
 
 #include "kling.h"
+#include "launcher.h"
 #include "shmem.h"
-#include "worker.h"
 
 PG_MODULE_MAGIC;
 
@@ -164,5 +164,5 @@ _PG_init(void)
 		return;
 
 	kling_shmem_register();
-	kling_worker_register();
+	kling_launcher_register();
 }

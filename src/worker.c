@@ -46,9 +46,6 @@
 /* How often to look for the extension in a database that lacks it. */
 #define KLING_NO_EXTENSION_RECHECK_MS 10000
 
-/* Seconds before the postmaster restarts a worker that died. */
-#define KLING_RESTART_SECONDS 5
-
 static MemoryContext kling_round_context = NULL;
 static bool kling_extension_present = true;
 static bool kling_recovered = false;
@@ -71,27 +68,6 @@ static void kling_start_requests(List *creates, List *polls);
 static long kling_wait_timeout(void);
 
 /*
- * Register the worker; called from _PG_init under
- * shared_preload_libraries.  It starts once recovery has finished, so a
- * hot standby runs none, and a promoted one starts it.
- */
-void
-kling_worker_register(void)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = KLING_RESTART_SECONDS;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "kling");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "kling_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "kling worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "kling worker");
-	RegisterBackgroundWorker(&worker);
-}
-
-/*
  * The worker's entry point.
  */
 void
@@ -101,7 +77,8 @@ kling_worker_main(Datum main_arg)
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
-	BackgroundWorkerInitializeConnection(kling_database_name, NULL, 0);
+	/* The launcher found the database; it may be gone by now (FATAL). */
+	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), InvalidOid, 0);
 	pgstat_report_appname("kling worker");
 
 	kling_shmem_attach_worker();

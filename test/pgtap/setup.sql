@@ -72,3 +72,35 @@ BEGIN
     END LOOP;
     RETURN done;
 END $$;
+
+-- Wait until a query (one boolean) is true, or the timeout passes; returns
+-- its last value.  Each look takes a new snapshot.
+CREATE FUNCTION wait_until(cond text, timeout interval DEFAULT '10 s') RETURNS boolean
+LANGUAGE plpgsql AS $$
+DECLARE
+    deadline timestamptz := clock_timestamp() + timeout;
+    result boolean;
+BEGIN
+    LOOP
+        EXECUTE cond INTO result;
+        EXIT WHEN coalesce(result, false) OR clock_timestamp() > deadline;
+        PERFORM pg_sleep(0.02);
+    END LOOP;
+    RETURN coalesce(result, false);
+END $$;
+
+-- Append fault rules (one rule or a list) to the mock's FIFO.
+CREATE FUNCTION mock_fault(rules jsonb) RETURNS jsonb
+LANGUAGE sql AS $$ SELECT mock('POST', '/__mock/faults', rules) $$;
+
+-- How many tasks the mock created for one prompt (0 if none).
+CREATE FUNCTION mock_created(prompt text) RETURNS int
+LANGUAGE sql AS $$ SELECT coalesce((mock_stats() -> 'creates_by_prompt' ->> prompt)::int, 0) $$;
+
+-- How many faults of one kind the mock served (0 if none).
+CREATE FUNCTION mock_served(kind text) RETURNS int
+LANGUAGE sql AS $$ SELECT coalesce((mock_stats() -> 'faults_served' ->> kind)::int, 0) $$;
+
+-- How many create requests the mock received for one prompt.
+CREATE FUNCTION mock_sent(prompt text) RETURNS int
+LANGUAGE sql AS $$ SELECT jsonb_array_length(mock_bodies(prompt)) $$;
