@@ -28,7 +28,12 @@ PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-ini
 	$(shell curl-config --cflags)
 SHLIB_LINK = $(shell curl-config --libs)
 
-EXTRA_CLEAN = build
+# TAP tests of crashes, restarts, a standby and dropped databases
+# (PostgreSQL::Test::Cluster); "make tapcheck" runs them.
+PROVE_TESTS = test/t/*.pl
+PROVE_FLAGS = -I test/t --verbose
+
+EXTRA_CLEAN = build tmp_check
 
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
@@ -39,3 +44,7 @@ installcheck: regress-outputdir
 regress-outputdir:
 	@mkdir -p build/regress
 .PHONY: regress-outputdir
+
+tapcheck:
+	$(prove_installcheck)
+.PHONY: tapcheck

@@ -10,7 +10,7 @@ PG_BIN=/usr/lib/postgresql/$PG_VERSION_WANTED/bin
 PYTHON=/usr/bin/python3
 PACKAGES="make gcc postgresql-$PG_VERSION_WANTED postgresql-server-dev-$PG_VERSION_WANTED
           libcurl4-openssl-dev postgresql-$PG_VERSION_WANTED-pgtap
-          libtap-parser-sourcehandler-pgtap-perl python3 curl git"
+          libtap-parser-sourcehandler-pgtap-perl libipc-run-perl python3 curl git"
 
 log() { printf '== %s\n' "$*" >&2; }
 
