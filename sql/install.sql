@@ -38,6 +38,7 @@ BEGIN
         EXIT WHEN (SELECT count(*) FROM pg_stat_activity
                    WHERE backend_type IN ('kling launcher', 'kling worker')) = 2;
         PERFORM pg_sleep(0.1);
+        PERFORM pg_stat_clear_snapshot();
     END LOOP;
 END $$;
 SELECT backend_type, datname FROM pg_stat_activity

@@ -49,6 +49,20 @@ COMMENT ON COLUMN kling_tasks.next_attempt_at IS
 CREATE INDEX kling_tasks_due_idx ON kling_tasks (next_attempt_at)
     WHERE status IN ('pending', 'submitting', 'queued', 'generating');
 
+-- The spend limits count a role's tasks through these.
+CREATE INDEX kling_tasks_owner_active_idx ON kling_tasks (owner)
+    WHERE status IN ('pending', 'submitting', 'queued', 'generating');
+CREATE INDEX kling_tasks_owner_created_idx ON kling_tasks (owner, created_at);
+
+-- A role sees only its own tasks (superusers and the table owner see all).
+-- Nobody but the owner may write the table: the functions below do the
+-- writing, as the owner, on the caller's behalf.
+ALTER TABLE kling_tasks ENABLE ROW LEVEL SECURITY;
+CREATE POLICY kling_tasks_own ON kling_tasks FOR SELECT
+    USING (owner = current_user);
+REVOKE ALL ON kling_tasks FROM PUBLIC;
+REVOKE ALL ON SEQUENCE kling_tasks_id_seq FROM PUBLIC;
+
 -- Tasks are kept in dumps: they are the user's history, not configuration.
 SELECT pg_catalog.pg_extension_config_dump('kling_tasks', '');
 SELECT pg_catalog.pg_extension_config_dump('kling_tasks_id_seq', '');

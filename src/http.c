@@ -215,6 +215,10 @@ kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
 
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (kling_ca_file != NULL && kling_ca_file[0] != '\0')
+		curl_easy_setopt(easy, CURLOPT_CAINFO, kling_ca_file);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) kling_request_timeout_ms);
 	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) kling_request_timeout_ms);

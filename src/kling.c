@@ -29,6 +29,9 @@ int			kling_max_in_flight = 20;
 int			kling_request_timeout_ms = 30000;
 int			kling_task_timeout_ms = 3600 * 1000;
 int			kling_max_attempts = 5;
+char	   *kling_ca_file = NULL;
+int			kling_max_active_tasks = 100;
+int			kling_max_daily_tasks = 1000;
 
 static const struct config_enum_entry kling_route_options[] = {
 	{"generation", KLING_ROUTE_GENERATION, false},
@@ -37,6 +40,7 @@ static const struct config_enum_entry kling_route_options[] = {
 };
 
 static bool kling_check_base_url(char **newval, void **extra, GucSource source);
+static const char *kling_show_api_key(void);
 static void kling_define_settings(void);
 
 void		_PG_init(void);
@@ -58,6 +62,16 @@ kling_check_base_url(char **newval, void **extra, GucSource source)
 }
 
 /*
+ * The key is never shown, to anyone: SHOW, current_setting() and
+ * pg_settings only tell whether one is set.
+ */
+static const char *
+kling_show_api_key(void)
+{
+	return (kling_api_key != NULL && kling_api_key[0] != '\0') ? "(set)" : "";
+}
+
+/*
  * Define every kling.* setting.  Everything that steers where requests go or
  * how they authenticate is PGC_SIGHUP: only the server's configuration (a
  * superuser's) can set it, never a session.
@@ -72,7 +86,7 @@ kling_define_settings(void)
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   NULL, NULL, NULL);
+							   NULL, NULL, kling_show_api_key);
 
 	DefineCustomStringVariable("kling.base_url",
 							   "Base URL of the AI/ML API.",
@@ -143,6 +157,33 @@ kling_define_settings(void)
 							NULL,
 							&kling_max_attempts,
 							5, 1, 1000,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("kling.ca_file",
+							   "File of CA certificates to verify the provider with; empty for the system's.",
+							   NULL,
+							   &kling_ca_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("kling.max_active_tasks",
+							"Tasks one role may have that are not final; 0 for no limit.",
+							NULL,
+							&kling_max_active_tasks,
+							100, 0, INT_MAX,
+							PGC_SIGHUP,
+							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("kling.max_daily_tasks",
+							"Tasks one role may submit per day (server time zone); 0 for no limit.",
+							NULL,
+							&kling_max_daily_tasks,
+							1000, 0, INT_MAX,
 							PGC_SIGHUP,
 							0,
 							NULL, NULL, NULL);

@@ -24,5 +24,8 @@ extern int	kling_max_in_flight;
 extern int	kling_request_timeout_ms;
 extern int	kling_task_timeout_ms;
 extern int	kling_max_attempts;
+extern char *kling_ca_file;
+extern int	kling_max_active_tasks;
+extern int	kling_max_daily_tasks;
 
 #endif							/* KLING_H */

@@ -14,8 +14,11 @@
  */
 #include "postgres.h"
 
+#include "access/heapam.h"
+#include "access/table.h"
+#include "access/tableam.h"
 #include "access/xact.h"
-#include "commands/dbcommands.h"
+#include "catalog/pg_database.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -24,7 +27,6 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
-#include "utils/snapmgr.h"
 
 #include "kling.h"
 #include "launcher.h"
@@ -64,17 +66,35 @@ kling_launcher_register(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/* The database's OID, or InvalidOid if there is no such database. */
+/*
+ * The database's OID, or InvalidOid if there is no such database.  Without
+ * a database of its own the launcher can only scan the shared catalog
+ * directly, not through the caches.
+ */
 static Oid
 kling_lookup_database(void)
 {
-	Oid			database_id;
+	Oid			database_id = InvalidOid;
+	Relation	rel;
+	TableScanDesc scan;
+	HeapTuple	tuple;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	database_id = get_database_oid(kling_database_name, true);
-	PopActiveSnapshot();
+	rel = table_open(DatabaseRelationId, AccessShareLock);
+	scan = table_beginscan_catalog(rel, 0, NULL);
+	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
+	{
+		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
+
+		if (strcmp(NameStr(db->datname), kling_database_name) == 0)
+		{
+			database_id = db->oid;
+			break;
+		}
+	}
+	table_endscan(scan);
+	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
 	return database_id;
 }

@@ -19,11 +19,14 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
+#include "utils/acl.h"
 #include "utils/jsonb.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "kling.h"
 #include "store.h"
 
 typedef enum KlingPlanId
@@ -31,6 +34,8 @@ typedef enum KlingPlanId
 	KLING_PLAN_INSERT,
 	KLING_PLAN_FETCH,
 	KLING_PLAN_CANCEL,
+	KLING_PLAN_COUNT_ACTIVE,
+	KLING_PLAN_COUNT_TODAY,
 	KLING_PLAN_FAIL_INTERRUPTED,
 	KLING_PLAN_POLL_NOW,
 	KLING_PLAN_EXPIRE,
@@ -52,17 +57,28 @@ typedef struct KlingPlanDef
 
 static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 	[KLING_PLAN_INSERT] = {
-		"INSERT INTO %1$s (prompt, opts) VALUES ($1, $2) RETURNING id",
-		2, {TEXTOID, JSONBOID}
+		"INSERT INTO %1$s (owner, prompt, opts) VALUES ($3::name, $1, $2) RETURNING id",
+		3, {TEXTOID, JSONBOID, TEXTOID}
 	},
 	[KLING_PLAN_FETCH] = {
-		"SELECT * FROM %1$s WHERE id = $1",
-		1, {INT8OID}
+		"SELECT * FROM %1$s WHERE id = $1 AND (owner = $2::name OR $3)",
+		3, {INT8OID, TEXTOID, BOOLOID}
 	},
 	[KLING_PLAN_CANCEL] = {
 		"UPDATE %1$s SET status = 'cancelled', completed_at = now(), updated_at = now()"
-		" WHERE id = $1 AND status IN ('pending', 'submitting', 'queued', 'generating')",
-		1, {INT8OID}
+		" WHERE id = $1 AND (owner = $2::name OR $3)"
+		" AND status IN ('pending', 'submitting', 'queued', 'generating')",
+		3, {INT8OID, TEXTOID, BOOLOID}
+	},
+	[KLING_PLAN_COUNT_ACTIVE] = {
+		"SELECT count(*)::int4 FROM (SELECT FROM %1$s WHERE owner = $1::name"
+		" AND status IN ('pending', 'submitting', 'queued', 'generating') LIMIT $2) s",
+		2, {TEXTOID, INT4OID}
+	},
+	[KLING_PLAN_COUNT_TODAY] = {
+		"SELECT count(*)::int4 FROM (SELECT FROM %1$s WHERE owner = $1::name"
+		" AND created_at >= date_trunc('day', now()) LIMIT $2) s",
+		2, {TEXTOID, INT4OID}
 	},
 	[KLING_PLAN_FAIL_INTERRUPTED] = {
 		"UPDATE %1$s SET status = 'failed', completed_at = now(), updated_at = now(),"
@@ -133,6 +149,23 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 
 static SPIPlanPtr kling_plans[KLING_NUM_PLANS];
 static Oid	kling_plans_extension = InvalidOid;
+static char kling_table_name[2 * NAMEDATALEN + 16];
+static Oid	kling_table_owner = InvalidOid;
+
+/*
+ * Who called a SQL function.  The functions read and write the table as its
+ * owner, so that no role needs (or gets) rights on it, and they filter by
+ * the caller themselves: a role sees and cancels only its own tasks, a
+ * superuser all.
+ */
+typedef struct KlingCaller
+{
+	Oid			userid;
+	char	   *name;
+	bool		superuser;
+	Oid			save_userid;
+	int			save_sec_context;
+} KlingCaller;
 
 /* Where the worker's results go: the context current at begin_round. */
 static MemoryContext kling_round_context = NULL;
@@ -144,13 +177,16 @@ static int	kling_execute(KlingPlanId id, Datum *values, const char *nulls,
 static List *kling_collect_claims(bool creates);
 
 /*
- * Make sure the kept plans belong to the installed extension.  Returns
- * false if the extension is not installed in this database.
+ * Make sure the kept plans belong to the installed extension, and know
+ * its table and the table's owner.  Returns false if the extension is not
+ * installed in this database.  Runs inside SPI.
  */
 static bool
 kling_store_refresh_plans(void)
 {
 	Oid			ext = get_extension_oid("kling", true);
+	Datum		arg = ObjectIdGetDatum(ext);
+	bool		isnull;
 
 	if (ext == kling_plans_extension)
 		return OidIsValid(ext);
@@ -161,8 +197,28 @@ kling_store_refresh_plans(void)
 			SPI_freeplan(kling_plans[i]);
 		kling_plans[i] = NULL;
 	}
+	kling_plans_extension = InvalidOid;
+	if (!OidIsValid(ext))
+		return false;
+
+	if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(n.nspname) || '.kling_tasks',"
+							  " c.relowner"
+							  " FROM pg_catalog.pg_extension e"
+							  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
+							  " JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid"
+							  "  AND c.relname = 'kling_tasks'"
+							  " WHERE e.oid = $1",
+							  1, (Oid[]) {OIDOID}, &arg, NULL, true, 1) != SPI_OK_SELECT ||
+		SPI_processed != 1)
+		elog(ERROR, "could not find the table of extension \"kling\"");
+
+	snprintf(kling_table_name, sizeof(kling_table_name), "%s",
+			 TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull)));
+	kling_table_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc, 2, &isnull));
 	kling_plans_extension = ext;
-	return OidIsValid(ext);
+	return true;
 }
 
 /* The kept plan for a statement, prepared on first use. */
@@ -177,23 +233,10 @@ kling_plan(KlingPlanId id)
 	if (kling_plans[id] == NULL)
 	{
 		const KlingPlanDef *def = &kling_plan_defs[id];
-		Datum		arg = ObjectIdGetDatum(kling_plans_extension);
-		char	   *table;
 		SPIPlanPtr	plan;
-		bool		isnull;
 
-		if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(n.nspname)"
-								  " || '.kling_tasks'"
-								  " FROM pg_catalog.pg_extension e"
-								  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
-								  " WHERE e.oid = $1",
-								  1, (Oid[]) {OIDOID}, &arg, NULL, true, 1) != SPI_OK_SELECT ||
-			SPI_processed != 1)
-			elog(ERROR, "could not find the schema of extension \"kling\"");
-		table = TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
-												  SPI_tuptable->tupdesc, 1, &isnull));
-
-		plan = SPI_prepare(psprintf(def->sql, table), def->nargs, (Oid *) def->argtypes);
+		plan = SPI_prepare(psprintf(def->sql, kling_table_name), def->nargs,
+						   (Oid *) def->argtypes);
 		if (plan == NULL)
 			elog(ERROR, "could not prepare kling statement: %s",
 				 SPI_result_code_string(SPI_result));
@@ -218,36 +261,116 @@ kling_execute(KlingPlanId id, Datum *values, const char *nulls, long limit)
 }
 
 /*
- * Enqueue one task (prompt and options already checked) and return its id.
+ * Connect SPI and act as the table's owner, remembering the caller.
+ */
+static void
+kling_enter_as_owner(KlingCaller *caller)
+{
+	caller->userid = GetUserId();
+	caller->name = GetUserNameFromId(caller->userid, false);
+	caller->superuser = superuser_arg(caller->userid);
+
+	SPI_connect();
+	if (!kling_store_refresh_plans())
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"kling\" is not installed in this database")));
+
+	GetUserIdAndSecContext(&caller->save_userid, &caller->save_sec_context);
+	SetUserIdAndSecContext(kling_table_owner,
+						   caller->save_sec_context |
+						   SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+}
+
+/* Back to the caller's identity; an error on the way restores it too. */
+static void
+kling_leave(KlingCaller *caller)
+{
+	SetUserIdAndSecContext(caller->save_userid, caller->save_sec_context);
+	SPI_finish();
+}
+
+/* How many rows a counting plan finds for the caller, up to limit. */
+static int
+kling_count_for(KlingPlanId id, KlingCaller *caller, int limit)
+{
+	Datum		values[2] = {CStringGetTextDatum(caller->name), Int32GetDatum(limit)};
+	bool		isnull;
+
+	kling_execute(id, values, NULL, 1);
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   1, &isnull));
+}
+
+/*
+ * Refuse a task over the caller's spend limits.  Rows this statement
+ * already added count, so a bulk insert that goes over fails whole.
+ */
+static void
+kling_check_limits(KlingCaller *caller)
+{
+	if (kling_max_active_tasks > 0 &&
+		kling_count_for(KLING_PLAN_COUNT_ACTIVE, caller, kling_max_active_tasks) >= kling_max_active_tasks)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("role \"%s\" already has %d kling tasks that are not final",
+						caller->name, kling_max_active_tasks),
+				 errdetail("kling.max_active_tasks limits the tasks one role may have waiting or running."),
+				 errhint("Wait for tasks to finish, or ask an administrator to raise kling.max_active_tasks.")));
+
+	if (kling_max_daily_tasks > 0 &&
+		kling_count_for(KLING_PLAN_COUNT_TODAY, caller, kling_max_daily_tasks) >= kling_max_daily_tasks)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("role \"%s\" has submitted %d kling tasks today",
+						caller->name, kling_max_daily_tasks),
+				 errdetail("kling.max_daily_tasks limits the tasks one role may submit per day."),
+				 errhint("Submit again tomorrow, or ask an administrator to raise kling.max_daily_tasks.")));
+}
+
+/*
+ * Enqueue one task (prompt and options already checked) for the calling
+ * role and return its id.
  */
 int64
 kling_store_insert(text *prompt, Jsonb *opts)
 {
-	Datum		values[2] = {PointerGetDatum(prompt), JsonbPGetDatum(opts)};
+	KlingCaller caller;
+	Datum		values[3];
 	bool		isnull;
 	int64		id;
 
-	SPI_connect();
+	kling_enter_as_owner(&caller);
+	kling_check_limits(&caller);
+
+	values[0] = PointerGetDatum(prompt);
+	values[1] = JsonbPGetDatum(opts);
+	values[2] = CStringGetTextDatum(caller.name);
 	kling_execute(KLING_PLAN_INSERT, values, NULL, 0);
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									 1, &isnull));
-	SPI_finish();
+	kling_leave(&caller);
 	return id;
 }
 
 /*
  * The task's row as a composite datum in the caller's context, and its
- * status; an error if no such task is visible.
+ * status; an error if no such task is visible to the calling role.
  */
 Datum
 kling_store_fetch(int64 id, char **status)
 {
-	Datum		values[1] = {Int64GetDatum(id)};
+	KlingCaller caller;
+	Datum		values[3];
 	Datum		row;
-	MemoryContext caller = CurrentMemoryContext;
+	MemoryContext outer = CurrentMemoryContext;
 	MemoryContext spi;
 
-	SPI_connect();
+	kling_enter_as_owner(&caller);
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum(caller.name);
+	values[2] = BoolGetDatum(caller.superuser);
 	kling_execute(KLING_PLAN_FETCH, values, NULL, 1);
 	if (SPI_processed == 0)
 		ereport(ERROR,
@@ -255,29 +378,33 @@ kling_store_fetch(int64 id, char **status)
 				 errmsg("kling task %lld does not exist", (long long) id),
 				 errdetail("No task with this id is visible to the current role.")));
 
-	spi = MemoryContextSwitchTo(caller);
+	spi = MemoryContextSwitchTo(outer);
 	*status = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 						   SPI_fnumber(SPI_tuptable->tupdesc, "status"));
 	MemoryContextSwitchTo(spi);
 	row = PointerGetDatum(SPI_returntuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc));
-	SPI_finish();
+	kling_leave(&caller);
 	return row;
 }
 
 /*
- * Cancel a task that is not final.  Returns whether it changed anything;
- * an error if no such task is visible.
+ * Cancel a task of the calling role that is not final.  Returns whether it
+ * changed anything; an error if no such task is visible.
  */
 bool
 kling_store_cancel(int64 id)
 {
-	Datum		values[1] = {Int64GetDatum(id)};
+	KlingCaller caller;
+	Datum		values[3];
 	bool		changed;
 
-	SPI_connect();
+	kling_enter_as_owner(&caller);
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum(caller.name);
+	values[2] = BoolGetDatum(caller.superuser);
 	kling_execute(KLING_PLAN_CANCEL, values, NULL, 0);
 	changed = (SPI_processed > 0);
-	SPI_finish();
+	kling_leave(&caller);
 
 	if (!changed)
 	{
