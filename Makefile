@@ -10,6 +10,7 @@ OBJS = \
 	src/shmem.o \
 	src/options.o \
 	src/protocol.o \
+	src/secret.o \
 	src/http.o \
 	src/store.o \
 	src/sql_api.o \
@@ -17,7 +18,7 @@ OBJS = \
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
-REGRESS = install validation normalize lifecycle protocol
+REGRESS = install validation normalize lifecycle protocol security
 REGRESS_OPTS = \
 	--temp-instance=build/regress/tmp_check \
 	--outputdir=build/regress \

@@ -198,7 +198,7 @@ kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
 	req->easy = easy;
 
 	/* The key is only ever copied into this header; it is never logged. */
-	auth = psprintf("Authorization: Bearer %s", kling_api_key);
+	auth = psprintf("Authorization: Bearer %s", kling_effective_api_key());
 	req->headers = curl_slist_append(req->headers, auth);
 	memset(auth, 0, strlen(auth));
 	pfree(auth);

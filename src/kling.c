@@ -16,6 +16,7 @@
 
 #include "kling.h"
 #include "launcher.h"
+#include "secret.h"
 #include "shmem.h"
 
 PG_MODULE_MAGIC;
@@ -69,6 +70,22 @@ static const char *
 kling_show_api_key(void)
 {
 	return (kling_api_key != NULL && kling_api_key[0] != '\0') ? "(set)" : "";
+}
+
+/*
+ * The key requests use: the setting if set, else the AIMLAPI_API_KEY
+ * environment variable of the server (which no SQL can read).  Empty if
+ * neither is set.
+ */
+const char *
+kling_effective_api_key(void)
+{
+	const char *env;
+
+	if (kling_api_key != NULL && kling_api_key[0] != '\0')
+		return kling_api_key;
+	env = getenv("AIMLAPI_API_KEY");
+	return env != NULL ? env : "";
 }
 
 /*
@@ -200,6 +217,7 @@ void
 _PG_init(void)
 {
 	kling_define_settings();
+	kling_secret_init();
 
 	if (!process_shared_preload_libraries_in_progress)
 		return;

@@ -28,4 +28,7 @@ extern char *kling_ca_file;
 extern int	kling_max_active_tasks;
 extern int	kling_max_daily_tasks;
 
+/* The key requests use: kling.api_key, else the server's AIMLAPI_API_KEY. */
+extern const char *kling_effective_api_key(void);
+
 #endif							/* KLING_H */

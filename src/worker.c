@@ -229,8 +229,8 @@ kling_round_transaction(List *done, bool isolate)
 
 	kling_store_expire(kling_task_timeout_ms);
 
-	if (kling_api_key == NULL || kling_api_key[0] == '\0')
-		kling_start_hold("kling.api_key is not set");
+	if (kling_effective_api_key()[0] == '\0')
+		kling_start_hold("no API key: set kling.api_key, or AIMLAPI_API_KEY in the server's environment");
 
 	can_send = !kling_holding();
 	if (can_send && room > 0)

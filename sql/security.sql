@@ -1,0 +1,97 @@
+-- Least privilege: no role reads the key, redirects requests, sees or
+-- changes another role's tasks, writes the table, or spends without bound.
+
+CREATE ROLE kling_alice;
+CREATE ROLE kling_bob;
+GRANT EXECUTE ON FUNCTION kling_submit(text, jsonb), kling_status(bigint),
+                          kling_cancel(bigint), kling_wait(bigint, interval)
+      TO kling_alice, kling_bob;
+GRANT SELECT ON kling_tasks TO kling_alice, kling_bob;
+CREATE FUNCTION kling_tasks_spy() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$;
+GRANT EXECUTE ON FUNCTION kling_tasks_spy() TO kling_bob;
+SELECT setval('kling_tasks_id_seq', 300, false);
+
+-- Each role's task is its own.
+SET ROLE kling_alice;
+SELECT kling_submit('alice''s fox');
+SELECT id, owner, status FROM kling_status(300);
+RESET ROLE;
+SET ROLE kling_bob;
+SELECT kling_submit('bob''s owl');
+SELECT id, owner, prompt FROM kling_tasks ORDER BY id;
+SELECT kling_status(300);
+SELECT kling_cancel(300);
+SELECT kling_wait(300, '10 ms');
+
+-- Nobody but the owner writes the table or hangs triggers on it.
+INSERT INTO kling_tasks (prompt) VALUES ('sneaked in');
+UPDATE kling_tasks SET status = 'completed' WHERE id = 301;
+UPDATE kling_tasks SET video_url = 'https://evil.example/x.mp4' WHERE id = 300;
+DELETE FROM kling_tasks;
+TRUNCATE kling_tasks;
+CREATE TRIGGER spy BEFORE UPDATE ON kling_tasks FOR EACH ROW EXECUTE FUNCTION kling_tasks_spy();
+SELECT nextval('kling_tasks_id_seq');
+
+-- The key cannot be read, and where requests go cannot be changed.
+SHOW kling.api_key;
+SELECT current_setting('kling.api_key');
+SELECT count(*) FROM pg_settings WHERE name = 'kling.api_key';
+SELECT count(*) FROM pg_show_all_settings() WHERE name = 'kling.api_key';
+SET kling.base_url = 'http://127.0.0.1:9/steal';
+SELECT set_config('kling.base_url', 'http://127.0.0.1:9/steal', false);
+SET kling.api_route = 'unified';
+ALTER ROLE kling_bob SET kling.base_url = 'http://127.0.0.1:9/steal';
+ALTER SYSTEM SET kling.base_url = 'http://127.0.0.1:9/steal';
+RESET ROLE;
+
+-- Even a superuser sees only whether a key is set, never the key.
+ALTER SYSTEM SET kling.api_key = 'sk-canary-0123456789';
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.3);
+SHOW kling.api_key;
+SELECT current_setting('kling.api_key');
+ALTER SYSTEM RESET kling.api_key;
+-- Only http and https URLs are accepted.
+ALTER SYSTEM SET kling.base_url = 'file:///etc/passwd';
+ALTER SYSTEM SET kling.base_url = 'gopher://127.0.0.1/';
+
+-- A superuser sees every task.
+SELECT id, owner FROM kling_tasks ORDER BY id;
+SELECT owner FROM kling_status(300);
+
+-- Spend limits: tasks not final per role, and tasks per day per role.
+ALTER SYSTEM SET kling.max_active_tasks = 3;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.3);
+SET ROLE kling_alice;
+SELECT kling_submit('alice 2') > 0 AS accepted;
+SELECT kling_submit('alice 3') > 0 AS accepted;
+SELECT kling_submit('alice 4');
+-- A bulk statement that would go over enqueues nothing.
+SELECT kling_cancel(id) FROM kling_tasks WHERE prompt IN ('alice 2', 'alice 3');
+SELECT count(*) FROM (SELECT kling_submit('bulk ' || i) FROM generate_series(1, 5) i) s;
+SELECT count(*) AS bulk_tasks FROM kling_tasks WHERE prompt LIKE 'bulk %';
+-- Bob has limits of his own.
+RESET ROLE;
+SET ROLE kling_bob;
+SELECT kling_submit('bob 2') > 0 AS accepted;
+RESET ROLE;
+ALTER SYSTEM SET kling.max_active_tasks = 0;
+ALTER SYSTEM SET kling.max_daily_tasks = 4;
+SELECT pg_reload_conf();
+SELECT pg_sleep(0.3);
+SET ROLE kling_alice;
+SELECT kling_submit('alice 5') > 0 AS accepted;
+-- Cancelled tasks still count against the day.
+SELECT kling_submit('alice 6');
+RESET ROLE;
+ALTER SYSTEM RESET kling.max_active_tasks;
+ALTER SYSTEM RESET kling.max_daily_tasks;
+SELECT pg_reload_conf();
+
+DELETE FROM kling_tasks;
+REVOKE ALL ON kling_tasks FROM kling_alice, kling_bob;
+DROP FUNCTION kling_tasks_spy();
+DROP OWNED BY kling_alice, kling_bob;
+DROP ROLE kling_alice;
+DROP ROLE kling_bob;
