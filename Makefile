@@ -32,7 +32,6 @@ SHLIB_LINK = $(shell curl-config --libs)
 # TAP tests of crashes, restarts, a standby and dropped databases
 # (PostgreSQL::Test::Cluster); "make tapcheck" runs them.
 PROVE_TESTS = test/t/*.pl
-PROVE_FLAGS = -I test/t --verbose
 
 EXTRA_CLEAN = build tmp_check
 
@@ -46,6 +45,8 @@ regress-outputdir:
 	@mkdir -p build/regress
 .PHONY: regress-outputdir
 
+# After the include: Makefile.global resets PROVE_FLAGS.
+PROVE_FLAGS = -I test/t --verbose
 tapcheck:
 	$(prove_installcheck)
 .PHONY: tapcheck
