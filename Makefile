@@ -14,6 +14,8 @@ OBJS = \
 	src/http.o \
 	src/store.o \
 	src/sql_api.o \
+	src/trigger.o \
+	src/delivery.o \
 	src/worker.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)

@@ -20,6 +20,10 @@ CREATE TABLE kling_tasks (
     completed_at    timestamptz,
     updated_at      timestamptz NOT NULL DEFAULT now(),
     next_attempt_at timestamptz NOT NULL DEFAULT now(),
+    target_table    regclass,
+    target_id_column name,
+    target_url_column name,
+    delivery_error  text,
     CONSTRAINT kling_tasks_status_check CHECK (status IN
         ('pending', 'submitting', 'queued', 'generating',
          'completed', 'failed', 'cancelled'))
@@ -43,6 +47,10 @@ COMMENT ON COLUMN kling_tasks.attempts IS
     'Transient failures in a row of the current request';
 COMMENT ON COLUMN kling_tasks.next_attempt_at IS
     'When the worker next sends or polls this task';
+COMMENT ON COLUMN kling_tasks.target_table IS
+    'For a task made by kling_on_insert: the table whose row receives the video URL';
+COMMENT ON COLUMN kling_tasks.delivery_error IS
+    'Why writing the URL back or calling the callback failed, if it did';
 
 -- The worker finds due work through this index; final tasks stay out of it,
 -- so it stays small however long the history grows.
@@ -103,6 +111,16 @@ LANGUAGE C STRICT VOLATILE;
 COMMENT ON FUNCTION kling_wait(bigint, interval) IS
     'Wait until the task is final or the timeout passes; returns its row as it stands';
 
+-- Trigger: a task for every row inserted, its id (and later its video URL)
+-- written into the row.
+CREATE FUNCTION kling_on_insert()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'kling_on_insert'
+LANGUAGE C;
+
+COMMENT ON FUNCTION kling_on_insert() IS
+    'BEFORE INSERT trigger: kling_on_insert(prompt_column, task_id_column, video_url_column [, opts [, opts_column [, on_missing_prompt]]])';
+
 -- What the worker makes of a provider response; for troubleshooting and tests.
 CREATE FUNCTION kling_parse_response(kind text, http_status integer, body text,
                                      retry_after text DEFAULT NULL)
@@ -118,4 +136,5 @@ REVOKE ALL ON FUNCTION kling_submit(text, jsonb) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kling_status(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kling_cancel(bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kling_wait(bigint, interval) FROM PUBLIC;
+REVOKE ALL ON FUNCTION kling_on_insert() FROM PUBLIC;
 REVOKE ALL ON FUNCTION kling_parse_response(text, integer, text, text) FROM PUBLIC;

@@ -15,10 +15,17 @@
 
 #include <math.h>
 
+#include "access/htup_details.h"
+#include "catalog/pg_proc.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/syscache.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
@@ -31,7 +38,8 @@ typedef enum KlingOptionKind
 	KLING_OPT_TEXT,				/* a string of limited length */
 	KLING_OPT_DURATION,			/* 5 or 10, given as a number or a string */
 	KLING_OPT_UNIT_NUMBER,		/* a number from 0 to 1 */
-	KLING_OPT_ANY				/* any JSON value but null */
+	KLING_OPT_ANY,				/* any JSON value but null */
+	KLING_OPT_CALLBACK			/* a function taking a kling_tasks row */
 } KlingOptionKind;
 
 typedef struct KlingOption
@@ -67,6 +75,7 @@ static const KlingOption kling_options[] = {
 	{"camera_control", KLING_OPT_CHOICE, kling_camera_controls, NULL, true},
 	{"external_task_id", KLING_OPT_TEXT, NULL, NULL, true},
 	{"context", KLING_OPT_ANY, NULL, NULL, false},
+	{"callback", KLING_OPT_CALLBACK, NULL, NULL, false},
 };
 
 #define KLING_NUM_OPTIONS ((int) lengthof(kling_options))
@@ -78,6 +87,20 @@ static const char *kling_json_type_name(const JsonbValue *v);
 static char *kling_json_value_text(const JsonbValue *v);
 static char *kling_normalize_value(const KlingOption *opt, const JsonbValue *v);
 static double kling_numeric_value(const JsonbValue *v);
+static char *kling_normalize_callback(const KlingOption *opt, const JsonbValue *v);
+
+/* Whether a prompt holds nothing but white space. */
+bool
+kling_prompt_is_blank(text *prompt)
+{
+	const char *s = VARDATA_ANY(prompt);
+	int			len = VARSIZE_ANY_EXHDR(prompt);
+
+	for (int i = 0; i < len; i++)
+		if (!isspace((unsigned char) s[i]))
+			return false;
+	return true;
+}
 
 /*
  * Check the prompt: present, not blank, within the provider's limit.
@@ -85,27 +108,20 @@ static double kling_numeric_value(const JsonbValue *v);
 void
 kling_check_prompt(text *prompt)
 {
-	const char *s;
-	int			len;
 	int			nchars;
-	bool		blank = true;
 
 	if (prompt == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("prompt must not be null")));
 
-	s = VARDATA_ANY(prompt);
-	len = VARSIZE_ANY_EXHDR(prompt);
-	for (int i = 0; i < len && blank; i++)
-		blank = isspace((unsigned char) s[i]);
-	if (blank)
+	if (kling_prompt_is_blank(prompt))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("prompt must not be empty"),
 				 errdetail("The prompt describes the video; it needs at least one visible character.")));
 
-	nchars = pg_mbstrlen_with_len(s, len);
+	nchars = pg_mbstrlen_with_len(VARDATA_ANY(prompt), VARSIZE_ANY_EXHDR(prompt));
 	if (nchars > KLING_MAX_PROMPT_CHARS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -370,6 +386,65 @@ kling_normalize_value(const KlingOption *opt, const JsonbValue *v)
 
 		case KLING_OPT_ANY:
 			return kling_json_value_text(v);
+
+		case KLING_OPT_CALLBACK:
+			return kling_normalize_callback(opt, v);
 	}
 	pg_unreachable();
+}
+
+/*
+ * A callback: the signature of a function the caller may execute that takes
+ * one kling_tasks row, as in "my_schema.on_video(kling_tasks)".  Stored
+ * schema-qualified so that it means the same function to the worker.
+ */
+static char *
+kling_normalize_callback(const KlingOption *opt, const JsonbValue *v)
+{
+	char	   *signature;
+	Oid			fn;
+	HeapTuple	tuple;
+	Form_pg_proc proc;
+	bool		takes_task;
+	StringInfoData buf;
+
+	if (v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" must be a string", opt->name),
+				 errdetail("Got a JSON %s.", kling_json_type_name(v)),
+				 errhint("Name a function and its argument type, for example \"on_video(kling_tasks)\".")));
+
+	signature = pnstrdup(v->val.string.val, v->val.string.len);
+	fn = DatumGetObjectId(DirectFunctionCall1(to_regprocedure, CStringGetTextDatum(signature)));
+	if (!OidIsValid(fn))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for option \"%s\": function %s does not exist",
+						opt->name, signature),
+				 errhint("Name a function and its argument type, for example \"on_video(kling_tasks)\".")));
+
+	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for function %u", fn);
+	proc = (Form_pg_proc) GETSTRUCT(tuple);
+	takes_task = proc->pronargs == 1 && proc->prokind == PROKIND_FUNCTION &&
+		OidIsValid(get_typ_typrelid(proc->proargtypes.values[0])) &&
+		strcmp(get_rel_name(get_typ_typrelid(proc->proargtypes.values[0])), "kling_tasks") == 0;
+	ReleaseSysCache(tuple);
+	if (!takes_task)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for option \"%s\": function %s does not take one kling_tasks row",
+						opt->name, signature)));
+
+	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for option \"%s\": permission denied for function %s",
+						opt->name, signature)));
+
+	initStringInfo(&buf);
+	escape_json(&buf, format_procedure_qualified(fn));
+	return buf.data;
 }

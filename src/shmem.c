@@ -6,7 +6,9 @@
  *
  * A backend that enqueues or cancels a task asks to wake the worker; the
  * wake happens in a transaction callback at commit, so a rolled-back
- * transaction never wakes it and a committed one does at once.
+ * transaction never wakes it and a committed one does at once.  Likewise a
+ * transaction that makes tasks final wakes every kling_wait at its commit,
+ * through a condition variable.
  *
  *-------------------------------------------------------------------------
  */
@@ -14,6 +16,8 @@
 
 #include "access/xact.h"
 #include "miscadmin.h"
+#include "pgstat.h"
+#include "storage/condition_variable.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -27,12 +31,14 @@ typedef struct KlingSharedState
 	slock_t		mutex;
 	Oid			database_id;	/* database the worker serves */
 	Latch	   *worker_latch;	/* NULL while no worker runs */
+	ConditionVariable task_final;	/* broadcast when tasks become final */
 } KlingSharedState;
 
 static KlingSharedState *kling_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool wake_requested = false;
+static bool final_announced = false;
 static bool xact_callback_registered = false;
 
 static void kling_shmem_request(void);
@@ -78,6 +84,7 @@ kling_shmem_startup(void)
 		SpinLockInit(&kling_shared->mutex);
 		kling_shared->database_id = InvalidOid;
 		kling_shared->worker_latch = NULL;
+		ConditionVariableInit(&kling_shared->task_final);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -128,6 +135,43 @@ kling_wake_worker_at_commit(void)
 }
 
 /*
+ * Ask for kling_wait callers to be woken when the current transaction
+ * commits, because it made tasks final.
+ */
+void
+kling_announce_final_at_commit(void)
+{
+	if (!xact_callback_registered)
+	{
+		RegisterXactCallback(kling_xact_callback, NULL);
+		xact_callback_registered = true;
+	}
+	final_announced = true;
+}
+
+/*
+ * Sleep until some task becomes final or timeout_ms passes.  Returns false
+ * if there is no shared memory to wait on (the library was not preloaded),
+ * in which case the caller polls.
+ */
+bool
+kling_sleep_until_final(long timeout_ms)
+{
+	if (kling_shared == NULL)
+		return false;
+	(void) ConditionVariableTimedSleep(&kling_shared->task_final, timeout_ms,
+									   PG_WAIT_EXTENSION);
+	return true;
+}
+
+/* Stop sleeping on the condition variable (after the last sleep). */
+void
+kling_stop_sleeping(void)
+{
+	ConditionVariableCancelSleep();
+}
+
+/*
  * At commit, set the latch of the worker serving this database.  The
  * callback runs after the commit is visible to others, so the worker finds
  * the new rows when it looks.
@@ -146,10 +190,15 @@ kling_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			wake_requested = false;
+			final_announced = false;
 			return;
 		default:
 			return;
 	}
+
+	if (final_announced && kling_shared != NULL)
+		ConditionVariableBroadcast(&kling_shared->task_final);
+	final_announced = false;
 
 	if (!wake_requested)
 		return;

@@ -25,11 +25,18 @@
 
 #include "options.h"
 #include "protocol.h"
+#include "delivery.h"
 #include "shmem.h"
+#include "sql_api.h"
 #include "store.h"
 
-/* How often kling_wait looks at the task again. */
-#define KLING_WAIT_STEP_MS 100
+/*
+ * kling_wait sleeps until a task becomes final, looking again at least this
+ * often in case a wake-up was missed (e.g. a task finalized by a plain
+ * UPDATE), and polls this often when there is no shared memory.
+ */
+#define KLING_WAIT_STEP_MS 1000
+#define KLING_POLL_STEP_MS 100
 
 PG_FUNCTION_INFO_V1(kling_submit);
 PG_FUNCTION_INFO_V1(kling_status);
@@ -51,23 +58,17 @@ kling_status_is_final(const char *status)
 }
 
 /*
- * kling_submit(prompt text, opts jsonb DEFAULT '{}') RETURNS bigint
- *
- * Check the prompt and options, enqueue a task, and return its id.  A NULL
- * opts means no options.
+ * Check a prompt and options (NULL: none), enqueue a task, and have the
+ * worker woken at commit.  Shared by kling_submit and kling_on_insert.
  */
-Datum
-kling_submit(PG_FUNCTION_ARGS)
+int64
+kling_enqueue(text *prompt, Jsonb *opts, const KlingTarget *target)
 {
-	text	   *prompt = PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0);
-	Jsonb	   *opts;
 	int64		id;
 
 	kling_check_prompt(prompt);
-	if (PG_ARGISNULL(1))
+	if (opts == NULL)
 		opts = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
-	else
-		opts = PG_GETARG_JSONB_P(1);
 	opts = kling_normalize_opts(opts);
 
 	if (RecoveryInProgress())
@@ -76,9 +77,23 @@ kling_submit(PG_FUNCTION_ARGS)
 				 errmsg("cannot submit a kling task on a server in recovery"),
 				 errhint("Submit tasks on the primary server.")));
 
-	id = kling_store_insert(prompt, opts);
+	id = kling_store_insert(prompt, opts, target);
 	kling_wake_worker_at_commit();
-	PG_RETURN_INT64(id);
+	return id;
+}
+
+/*
+ * kling_submit(prompt text, opts jsonb DEFAULT '{}') RETURNS bigint
+ *
+ * Check the prompt and options, enqueue a task, and return its id.  A NULL
+ * opts means no options.
+ */
+Datum
+kling_submit(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_INT64(kling_enqueue(PG_ARGISNULL(0) ? NULL : PG_GETARG_TEXT_PP(0),
+								  PG_ARGISNULL(1) ? NULL : PG_GETARG_JSONB_P(1),
+								  NULL));
 }
 
 /*
@@ -100,10 +115,14 @@ kling_status(PG_FUNCTION_ARGS)
 Datum
 kling_cancel(PG_FUNCTION_ARGS)
 {
-	bool		changed = kling_store_cancel(PG_GETARG_INT64(0));
+	int64		id = PG_GETARG_INT64(0);
+	bool		changed = kling_store_cancel(id);
 
 	if (changed)
+	{
 		kling_wake_worker_at_commit();
+		kling_notify_final(id, "cancelled", NULL, NULL);
+	}
 	PG_RETURN_BOOL(changed);
 }
 
@@ -120,8 +139,9 @@ kling_interval_ms(Interval *interval)
 /*
  * kling_wait(id bigint, timeout interval DEFAULT '30 min') RETURNS kling_tasks
  *
- * Look at the task until it is final or the timeout passes, then return its
- * row as it stands.  Cancel requests and statement_timeout interrupt it.
+ * Wait until the task is final or the timeout passes, then return its row
+ * as it stands.  The transaction that makes a task final wakes every waiter
+ * at its commit.  Cancel requests and statement_timeout interrupt it.
  * Each look takes a new snapshot, so under REPEATABLE READ it sees no
  * change; call it in READ COMMITTED.
  */
@@ -156,15 +176,20 @@ kling_wait(PG_FUNCTION_ARGS)
 		{
 			Datum		copy = PointerGetDatum(PG_DETOAST_DATUM_COPY(row));
 
+			kling_stop_sleeping();
 			MemoryContextDelete(look);
 			PG_RETURN_DATUM(copy);
 		}
 
-		(void) WaitLatch(MyLatch,
-						 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 Min(remaining_ms, KLING_WAIT_STEP_MS),
-						 PG_WAIT_EXTENSION);
-		ResetLatch(MyLatch);
+		/* Woken when any task becomes final; else look again now and then. */
+		if (!kling_sleep_until_final(Min(remaining_ms, KLING_WAIT_STEP_MS)))
+		{
+			(void) WaitLatch(MyLatch,
+							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 Min(remaining_ms, KLING_POLL_STEP_MS),
+							 PG_WAIT_EXTENSION);
+			ResetLatch(MyLatch);
+		}
 		CHECK_FOR_INTERRUPTS();
 	}
 }

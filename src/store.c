@@ -44,6 +44,8 @@ typedef enum KlingPlanId
 	KLING_PLAN_COUNT_IN_FLIGHT,
 	KLING_PLAN_CLAIM_CREATES,
 	KLING_PLAN_CLAIM_POLLS,
+	KLING_PLAN_FETCH_DELIVERY,
+	KLING_PLAN_NOTE_DELIVERY_ERROR,
 	KLING_PLAN_NEXT_DUE,
 	KLING_NUM_PLANS
 } KlingPlanId;
@@ -57,8 +59,9 @@ typedef struct KlingPlanDef
 
 static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 	[KLING_PLAN_INSERT] = {
-		"INSERT INTO %1$s (owner, prompt, opts) VALUES ($3::name, $1, $2) RETURNING id",
-		3, {TEXTOID, JSONBOID, TEXTOID}
+		"INSERT INTO %1$s (owner, prompt, opts, target_table, target_id_column, target_url_column)"
+		" VALUES ($3::name, $1, $2, $4::regclass, $5::name, $6::name) RETURNING id",
+		6, {TEXTOID, JSONBOID, TEXTOID, OIDOID, TEXTOID, TEXTOID}
 	},
 	[KLING_PLAN_FETCH] = {
 		"SELECT * FROM %1$s WHERE id = $1 AND (owner = $2::name OR $3)",
@@ -84,7 +87,7 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		"UPDATE %1$s SET status = 'failed', completed_at = now(), updated_at = now(),"
 		" error = 'outcome unknown: the server stopped while this task was being sent;"
 		" it was not sent again, to avoid paying twice'"
-		" WHERE status = 'submitting'",
+		" WHERE status = 'submitting' RETURNING id",
 		0, {0}
 	},
 	[KLING_PLAN_POLL_NOW] = {
@@ -97,7 +100,7 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		" error = format('not finished by the provider within kling.task_timeout (%%s)',"
 		"                $1 * interval '1 millisecond')"
 		" WHERE status IN ('queued', 'generating')"
-		" AND submitted_at < now() - $1 * interval '1 millisecond'",
+		" AND submitted_at < now() - $1 * interval '1 millisecond' RETURNING id",
 		1, {INT4OID}
 	},
 	[KLING_PLAN_APPLY] = {
@@ -140,6 +143,17 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		" WHERE t.id = c.id RETURNING t.id, t.generation_id, t.attempts",
 		2, {INT4OID, INT4OID}
 	},
+	[KLING_PLAN_FETCH_DELIVERY] = {
+		"SELECT t.owner, t.status, t.video_url, t.error, t.target_table::oid,"
+		" t.target_id_column, t.target_url_column, t.opts ->> 'callback',"
+		" to_regprocedure(t.opts ->> 'callback')::oid, t"
+		" FROM %1$s t WHERE t.id = $1",
+		1, {INT8OID}
+	},
+	[KLING_PLAN_NOTE_DELIVERY_ERROR] = {
+		"UPDATE %1$s SET delivery_error = $2, updated_at = now() WHERE id = $1",
+		2, {INT8OID, TEXTOID}
+	},
 	[KLING_PLAN_NEXT_DUE] = {
 		"SELECT min(next_attempt_at) FROM %1$s"
 		" WHERE status IN ('queued', 'generating') OR ($1 AND status = 'pending')",
@@ -151,6 +165,10 @@ static SPIPlanPtr kling_plans[KLING_NUM_PLANS];
 static Oid	kling_plans_extension = InvalidOid;
 static char kling_table_name[2 * NAMEDATALEN + 16];
 static Oid	kling_table_owner = InvalidOid;
+static Oid	kling_table_rowtype = InvalidOid;
+
+/* Tasks the current worker round made final, to deliver and announce. */
+static List *kling_finalized = NIL;
 
 /*
  * Who called a SQL function.  The functions read and write the table as its
@@ -175,6 +193,9 @@ static SPIPlanPtr kling_plan(KlingPlanId id);
 static int	kling_execute(KlingPlanId id, Datum *values, const char *nulls,
 						  long limit);
 static List *kling_collect_claims(bool creates);
+static void kling_note_finalized(int64 id);
+static void kling_note_finalized_rows(void);
+static char *kling_result_text(int column);
 
 /*
  * Make sure the kept plans belong to the installed extension, and know
@@ -202,7 +223,7 @@ kling_store_refresh_plans(void)
 		return false;
 
 	if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(n.nspname) || '.kling_tasks',"
-							  " c.relowner"
+							  " c.relowner, c.reltype"
 							  " FROM pg_catalog.pg_extension e"
 							  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
 							  " JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid"
@@ -217,6 +238,8 @@ kling_store_refresh_plans(void)
 											   SPI_tuptable->tupdesc, 1, &isnull)));
 	kling_table_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 													   SPI_tuptable->tupdesc, 2, &isnull));
+	kling_table_rowtype = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+														 SPI_tuptable->tupdesc, 3, &isnull));
 	kling_plans_extension = ext;
 	return true;
 }
@@ -331,13 +354,15 @@ kling_check_limits(KlingCaller *caller)
 
 /*
  * Enqueue one task (prompt and options already checked) for the calling
- * role and return its id.
+ * role and return its id; target, if not NULL, is where the worker writes
+ * the video URL back.
  */
 int64
-kling_store_insert(text *prompt, Jsonb *opts)
+kling_store_insert(text *prompt, Jsonb *opts, const KlingTarget *target)
 {
 	KlingCaller caller;
-	Datum		values[3];
+	Datum		values[6];
+	char		nulls[6] = {' ', ' ', ' ', 'n', 'n', 'n'};
 	bool		isnull;
 	int64		id;
 
@@ -347,7 +372,14 @@ kling_store_insert(text *prompt, Jsonb *opts)
 	values[0] = PointerGetDatum(prompt);
 	values[1] = JsonbPGetDatum(opts);
 	values[2] = CStringGetTextDatum(caller.name);
-	kling_execute(KLING_PLAN_INSERT, values, NULL, 0);
+	if (target != NULL)
+	{
+		values[3] = ObjectIdGetDatum(target->table);
+		values[4] = CStringGetTextDatum(target->id_column);
+		values[5] = CStringGetTextDatum(target->url_column);
+		nulls[3] = nulls[4] = nulls[5] = ' ';
+	}
+	kling_execute(KLING_PLAN_INSERT, values, nulls, 0);
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									 1, &isnull));
 	kling_leave(&caller);
@@ -424,6 +456,7 @@ bool
 kling_store_begin_round(void)
 {
 	kling_round_context = CurrentMemoryContext;
+	kling_finalized = NIL;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	SPI_connect();
@@ -441,6 +474,108 @@ kling_store_end_round(void)
 	MemoryContextSwitchTo(kling_round_context);
 }
 
+/* Remember a task this round made final. */
+static void
+kling_note_finalized(int64 id)
+{
+	MemoryContext spi = MemoryContextSwitchTo(kling_round_context);
+	int64	   *copy = palloc(sizeof(int64));
+
+	*copy = id;
+	kling_finalized = lappend(kling_finalized, copy);
+	MemoryContextSwitchTo(spi);
+}
+
+/* Remember the ids a statement's RETURNING id gave. */
+static void
+kling_note_finalized_rows(void)
+{
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+
+		kling_note_finalized(DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+														 SPI_tuptable->tupdesc, 1, &isnull)));
+	}
+}
+
+/* The tasks this round made final so far (pointers to int64). */
+List *
+kling_store_finalized(void)
+{
+	return kling_finalized;
+}
+
+/* The row type of kling_tasks, for checking callbacks. */
+Oid
+kling_store_row_type(void)
+{
+	return kling_table_rowtype;
+}
+
+/* A text column of the last result, copied to the round context, or NULL. */
+static char *
+kling_result_text(int column)
+{
+	MemoryContext spi = MemoryContextSwitchTo(kling_round_context);
+	char	   *value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, column);
+
+	MemoryContextSwitchTo(spi);
+	return value;
+}
+
+/*
+ * What it takes to deliver a final task: its owner, result, write-back
+ * target, callback and row.  NULL if the task is gone.
+ */
+KlingDelivery *
+kling_store_fetch_delivery(int64 id)
+{
+	Datum		values[1] = {Int64GetDatum(id)};
+	KlingDelivery *d;
+	bool		isnull;
+	Datum		oid;
+	char	   *callback_name;
+
+	kling_execute(KLING_PLAN_FETCH_DELIVERY, values, NULL, 1);
+	if (SPI_processed == 0)
+		return NULL;
+
+	d = MemoryContextAllocZero(kling_round_context, sizeof(KlingDelivery));
+	d->id = id;
+	d->owner = kling_result_text(1);
+	d->status = kling_result_text(2);
+	d->video_url = kling_result_text(3);
+	d->error = kling_result_text(4);
+	oid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull);
+	d->target_table = isnull ? InvalidOid : DatumGetObjectId(oid);
+	d->target_id_column = kling_result_text(6);
+	d->target_url_column = kling_result_text(7);
+	callback_name = kling_result_text(8);
+	oid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 9, &isnull);
+	d->callback = isnull ? InvalidOid : DatumGetObjectId(oid);
+	if (callback_name != NULL && !OidIsValid(d->callback))
+		d->error_callback_missing = callback_name;
+	{
+		MemoryContext spi = MemoryContextSwitchTo(kling_round_context);
+
+		d->row = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(SPI_tuptable->vals[0],
+																	 SPI_tuptable->tupdesc,
+																	 10, &isnull)));
+		MemoryContextSwitchTo(spi);
+	}
+	return d;
+}
+
+/* Record why a final task's delivery went wrong. */
+void
+kling_store_note_delivery_error(int64 id, const char *error)
+{
+	Datum		values[2] = {Int64GetDatum(id), CStringGetTextDatum(error)};
+
+	kling_execute(KLING_PLAN_NOTE_DELIVERY_ERROR, values, NULL, 0);
+}
+
 /*
  * Take over from a worker that stopped, once when a worker starts serving.
  * Tasks it left in 'submitting' may or may not have reached the provider, so
@@ -454,6 +589,7 @@ kling_store_recover(void)
 
 	kling_execute(KLING_PLAN_FAIL_INTERRUPTED, NULL, NULL, 0);
 	interrupted = (int) SPI_processed;
+	kling_note_finalized_rows();
 	kling_execute(KLING_PLAN_POLL_NOW, NULL, NULL, 0);
 	return interrupted;
 }
@@ -465,6 +601,7 @@ kling_store_expire(int task_timeout_ms)
 	Datum		values[1] = {Int32GetDatum(task_timeout_ms)};
 
 	kling_execute(KLING_PLAN_EXPIRE, values, NULL, 0);
+	kling_note_finalized_rows();
 	return (int) SPI_processed;
 }
 
@@ -495,7 +632,12 @@ kling_store_apply(const KlingTaskUpdate *u)
 
 	kling_execute(KLING_PLAN_APPLY, values, nulls, 0);
 	if (SPI_processed > 0)
+	{
+		if (u->status != NULL &&
+			(strcmp(u->status, "completed") == 0 || strcmp(u->status, "failed") == 0))
+			kling_note_finalized(u->id);
 		return true;
+	}
 
 	if (submitting && u->generation_id != NULL)
 	{

@@ -43,8 +43,32 @@ typedef struct KlingClaim
 	int			attempts;
 } KlingClaim;
 
+/* Where a task made by the trigger writes its video URL back. */
+typedef struct KlingTarget
+{
+	Oid			table;
+	const char *id_column;
+	const char *url_column;
+} KlingTarget;
+
+/* What the worker needs to deliver a final task to its owner. */
+typedef struct KlingDelivery
+{
+	int64		id;
+	char	   *owner;
+	char	   *status;
+	char	   *video_url;
+	char	   *error;
+	Oid			target_table;	/* InvalidOid: no write-back */
+	char	   *target_id_column;
+	char	   *target_url_column;
+	Oid			callback;		/* InvalidOid: no callback */
+	char	   *error_callback_missing; /* a callback named but gone */
+	Datum		row;			/* the task's row, for the callback */
+} KlingDelivery;
+
 /* Called by the SQL functions, in the caller's transaction. */
-extern int64 kling_store_insert(text *prompt, Jsonb *opts);
+extern int64 kling_store_insert(text *prompt, Jsonb *opts, const KlingTarget *target);
 extern Datum kling_store_fetch(int64 id, char **status);
 extern bool kling_store_cancel(int64 id);
 
@@ -58,5 +82,9 @@ extern int	kling_store_count_in_flight(void);
 extern List *kling_store_claim_creates(int limit);
 extern List *kling_store_claim_polls(int limit, int lease_ms);
 extern bool kling_store_next_due(bool include_pending, TimestampTz *due);
+extern List *kling_store_finalized(void);
+extern KlingDelivery *kling_store_fetch_delivery(int64 id);
+extern void kling_store_note_delivery_error(int64 id, const char *error);
+extern Oid	kling_store_row_type(void);
 
 #endif							/* KLING_STORE_H */

@@ -31,6 +31,7 @@
 #include "utils/timestamp.h"
 
 #include "kling.h"
+#include "delivery.h"
 #include "http.h"
 #include "protocol.h"
 #include "shmem.h"
@@ -228,6 +229,7 @@ kling_round_transaction(List *done, bool isolate)
 	}
 
 	kling_store_expire(kling_task_timeout_ms);
+	kling_deliver_finalized();
 
 	if (kling_effective_api_key()[0] == '\0')
 		kling_start_hold("no API key: set kling.api_key, or AIMLAPI_API_KEY in the server's environment");

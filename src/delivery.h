@@ -1,0 +1,15 @@
+/*-------------------------------------------------------------------------
+ *
+ * delivery.h
+ *		Delivering final tasks: write-back, callbacks, notifications.
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef KLING_DELIVERY_H
+#define KLING_DELIVERY_H
+
+extern void kling_deliver_finalized(void);
+extern void kling_notify_final(int64 id, const char *status,
+							   const char *video_url, const char *error);
+
+#endif							/* KLING_DELIVERY_H */

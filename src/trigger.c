@@ -1,0 +1,186 @@
+/*-------------------------------------------------------------------------
+ *
+ * trigger.c
+ *		kling_on_insert: a BEFORE INSERT trigger that makes a task for every
+ *		row inserted into a user's table, and puts the task's id in the row.
+ *
+ * Used as
+ *
+ *	 CREATE TRIGGER scenes_video BEFORE INSERT ON scenes FOR EACH ROW
+ *	   EXECUTE FUNCTION kling_on_insert('prompt', 'task_id', 'video_url',
+ *										'{"duration": 5}', 'opts', 'skip');
+ *
+ * with arguments: the prompt column; the bigint column that receives the
+ * task id; the text column the worker writes the video URL into; optional
+ * opts for every row; optionally a jsonb column whose value, when not NULL,
+ * is merged over them; and what to do with a row without a prompt:
+ * 'error' (the default) or 'skip' (the row is inserted without a task).
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+
+#include "options.h"
+#include "sql_api.h"
+
+PG_FUNCTION_INFO_V1(kling_on_insert);
+
+static int	kling_column(Relation rel, const char *name, const Oid *types,
+						 const char *type_names);
+static void kling_trigger_context(void *arg);
+
+/* Usage, for hints. */
+#define KLING_TRIGGER_USAGE \
+	"Use kling_on_insert('prompt_column', 'task_id_column', 'video_url_column' [, 'opts' [, 'opts_column' [, 'error' | 'skip']]])."
+
+/*
+ * The attribute number of a column of the given types, or an error that
+ * says what is wrong.
+ */
+static int
+kling_column(Relation rel, const char *name, const Oid *types,
+			 const char *type_names)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	int			attnum = SPI_fnumber(desc, name);
+	Oid			type;
+
+	if (attnum <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("column \"%s\" of relation \"%s\" does not exist",
+						name, RelationGetRelationName(rel)),
+				 errhint(KLING_TRIGGER_USAGE)));
+
+	type = TupleDescAttr(desc, attnum - 1)->atttypid;
+	for (const Oid *t = types; *t != InvalidOid; t++)
+		if (type == *t)
+			return attnum;
+	ereport(ERROR,
+			(errcode(ERRCODE_DATATYPE_MISMATCH),
+			 errmsg("column \"%s\" of relation \"%s\" must be of type %s",
+					name, RelationGetRelationName(rel), type_names),
+			 errdetail("It is of type %s.", format_type_be(type))));
+	pg_unreachable();
+}
+
+/* Error context: which trigger and table an error came from. */
+static void
+kling_trigger_context(void *arg)
+{
+	TriggerData *trigdata = (TriggerData *) arg;
+
+	errcontext("kling_on_insert trigger \"%s\" on table \"%s\"",
+			   trigdata->tg_trigger->tgname,
+			   RelationGetRelationName(trigdata->tg_relation));
+}
+
+/*
+ * kling_on_insert() RETURNS trigger
+ */
+Datum
+kling_on_insert(PG_FUNCTION_ARGS)
+{
+	static const Oid text_types[] = {TEXTOID, VARCHAROID, InvalidOid};
+	static const Oid id_types[] = {INT8OID, InvalidOid};
+	static const Oid jsonb_types[] = {JSONBOID, InvalidOid};
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	ErrorContextCallback errcallback;
+	Relation	rel;
+	HeapTuple	tuple;
+	char	  **args;
+	int			nargs;
+	int			prompt_col;
+	int			id_col;
+	int			url_col;
+	bool		skip_missing = false;
+	Datum		value;
+	bool		isnull;
+	text	   *prompt;
+	Jsonb	   *opts = NULL;
+	KlingTarget target;
+	Datum		id;
+	bool		id_null = false;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("kling_on_insert() can only be called as a trigger")));
+	if (!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("kling_on_insert() must be fired BEFORE INSERT FOR EACH ROW")));
+
+	errcallback.callback = kling_trigger_context;
+	errcallback.arg = trigdata;
+	errcallback.previous = error_context_stack;
+	error_context_stack = &errcallback;
+
+	rel = trigdata->tg_relation;
+	tuple = trigdata->tg_trigtuple;
+	args = trigdata->tg_trigger->tgargs;
+	nargs = trigdata->tg_trigger->tgnargs;
+	if (nargs < 3 || nargs > 6)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("kling_on_insert() takes 3 to 6 arguments, got %d", nargs),
+				 errhint(KLING_TRIGGER_USAGE)));
+
+	prompt_col = kling_column(rel, args[0], text_types, "text or varchar");
+	id_col = kling_column(rel, args[1], id_types, "bigint");
+	url_col = kling_column(rel, args[2], text_types, "text or varchar");
+	(void) url_col;
+
+	if (nargs > 3 && args[3][0] != '\0')
+		opts = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(args[3])));
+	if (nargs > 4 && args[4][0] != '\0')
+	{
+		int			opts_col = kling_column(rel, args[4], jsonb_types, "jsonb");
+
+		value = heap_getattr(tuple, opts_col, RelationGetDescr(rel), &isnull);
+		if (!isnull)
+			opts = opts == NULL
+				? DatumGetJsonbP(value)
+				: DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+													 JsonbPGetDatum(opts), value));
+	}
+	if (nargs > 5)
+	{
+		if (strcmp(args[5], "skip") == 0)
+			skip_missing = true;
+		else if (strcmp(args[5], "error") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid value for on_missing_prompt: \"%s\"", args[5]),
+					 errhint("Use \"error\" or \"skip\".")));
+	}
+
+	value = heap_getattr(tuple, prompt_col, RelationGetDescr(rel), &isnull);
+	prompt = isnull ? NULL : DatumGetTextPP(value);
+	if (skip_missing && (prompt == NULL || kling_prompt_is_blank(prompt)))
+	{
+		error_context_stack = errcallback.previous;
+		return PointerGetDatum(tuple);
+	}
+
+	target.table = RelationGetRelid(rel);
+	target.id_column = args[1];
+	target.url_column = args[2];
+	id = Int64GetDatum(kling_enqueue(prompt, opts, &target));
+
+	error_context_stack = errcallback.previous;
+	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, RelationGetDescr(rel),
+													 1, &id_col, &id, &id_null));
+}
