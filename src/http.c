@@ -209,7 +209,17 @@ kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
 	if (post_body != NULL)
+	{
 		curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, post_body);
+
+		/*
+		 * curl silently sends a request again when a reused connection
+		 * turns out closed; a create must never go twice, so it gets a
+		 * connection of its own.
+		 */
+		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+	}
 	else
 		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
 

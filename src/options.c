@@ -13,8 +13,6 @@
  */
 #include "postgres.h"
 
-#include <math.h>
-
 #include "access/htup_details.h"
 #include "catalog/pg_proc.h"
 #include "fmgr.h"
@@ -80,26 +78,46 @@ static const KlingOption kling_options[] = {
 
 #define KLING_NUM_OPTIONS ((int) lengthof(kling_options))
 
+/* Nesting allowed in the user's own "context" value. */
+#define KLING_MAX_CONTEXT_DEPTH 100
+
 static const KlingOption *kling_find_option(const char *name);
 static char *kling_option_names(void);
 static char *kling_choice_list(const char *const *choices);
 static const char *kling_json_type_name(const JsonbValue *v);
 static char *kling_json_value_text(const JsonbValue *v);
 static char *kling_normalize_value(const KlingOption *opt, const JsonbValue *v);
-static double kling_numeric_value(const JsonbValue *v);
+static int	kling_numeric_cmp(const JsonbValue *v, int64 n);
+static int	kling_json_depth(const JsonbValue *v, int limit);
 static char *kling_normalize_callback(const KlingOption *opt, const JsonbValue *v);
 
-/* Whether a prompt holds nothing but white space. */
+/*
+ * Whether a character shows nothing: white space (Unicode's too), control
+ * characters, and the zero-width ones.
+ */
+static bool
+kling_is_invisible(pg_wchar c)
+{
+	return c <= 0x20 || (c >= 0x7f && c <= 0xa0) || c == 0xad ||
+		c == 0x1680 || (c >= 0x2000 && c <= 0x200f) ||
+		(c >= 0x2028 && c <= 0x202f) || (c >= 0x205f && c <= 0x206f) ||
+		c == 0x3000 || c == 0xfeff;
+}
+
+/* Whether a prompt has no visible character. */
 bool
 kling_prompt_is_blank(text *prompt)
 {
 	const char *s = VARDATA_ANY(prompt);
 	int			len = VARSIZE_ANY_EXHDR(prompt);
+	pg_wchar   *chars = palloc((len + 1) * sizeof(pg_wchar));
+	int			nchars = pg_mb2wchar_with_len(s, chars, len);
+	bool		blank = true;
 
-	for (int i = 0; i < len; i++)
-		if (!isspace((unsigned char) s[i]))
-			return false;
-	return true;
+	for (int i = 0; i < nchars && blank; i++)
+		blank = kling_is_invisible(chars[i]);
+	pfree(chars);
+	return blank;
 }
 
 /*
@@ -285,11 +303,38 @@ kling_json_value_text(const JsonbValue *v)
 	}
 }
 
-/* A JSON number as a double, for range checks. */
-static double
-kling_numeric_value(const JsonbValue *v)
+/* Compare a JSON number with an integer, exactly. */
+static int
+kling_numeric_cmp(const JsonbValue *v, int64 n)
 {
-	return strtod(kling_json_value_text(v), NULL);
+	return DatumGetInt32(DirectFunctionCall2(numeric_cmp,
+											 NumericGetDatum(v->val.numeric),
+											 NumericGetDatum(int64_to_numeric(n))));
+}
+
+/* How deeply a JSON value nests, counting up to limit + 1 at most. */
+static int
+kling_json_depth(const JsonbValue *v, int limit)
+{
+	JsonbIterator *it;
+	JsonbValue	elem;
+	JsonbIteratorToken tok;
+	int			depth = 0;
+	int			deepest = 0;
+
+	if (v->type != jbvBinary)
+		return 0;
+	it = JsonbIteratorInit(v->val.binary.data);
+	while ((tok = JsonbIteratorNext(&it, &elem, false)) != WJB_DONE)
+	{
+		if (tok == WJB_BEGIN_ARRAY || tok == WJB_BEGIN_OBJECT)
+			deepest = Max(deepest, ++depth);
+		else if (tok == WJB_END_ARRAY || tok == WJB_END_OBJECT)
+			depth--;
+		if (deepest > limit)
+			break;
+	}
+	return deepest;
 }
 
 /*
@@ -353,10 +398,10 @@ kling_normalize_value(const KlingOption *opt, const JsonbValue *v)
 			}
 			else if (v->type == jbvNumeric)
 			{
-				double		d = kling_numeric_value(v);
-
-				if (d == 5.0 || d == 10.0)
-					return psprintf("%d", (int) d);
+				if (kling_numeric_cmp(v, 5) == 0)
+					return pstrdup("5");
+				if (kling_numeric_cmp(v, 10) == 0)
+					return pstrdup("10");
 			}
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -372,19 +417,21 @@ kling_normalize_value(const KlingOption *opt, const JsonbValue *v)
 						 errmsg("option \"%s\" must be a number", opt->name),
 						 errdetail("Got a JSON %s.", kling_json_type_name(v)),
 						 errhint("Use a number from 0 to 1.")));
-			{
-				double		d = kling_numeric_value(v);
-
-				if (!(d >= 0.0 && d <= 1.0))
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("option \"%s\" is out of range: %s",
-									opt->name, kling_json_value_text(v)),
-							 errhint("Use a number from 0 to 1.")));
-			}
+			if (kling_numeric_cmp(v, 0) < 0 || kling_numeric_cmp(v, 1) > 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("option \"%s\" is out of range: %s",
+								opt->name, kling_json_value_text(v)),
+						 errhint("Use a number from 0 to 1.")));
 			return kling_json_value_text(v);
 
 		case KLING_OPT_ANY:
+			if (kling_json_depth(v, KLING_MAX_CONTEXT_DEPTH) > KLING_MAX_CONTEXT_DEPTH)
+				ereport(ERROR,
+						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+						 errmsg("option \"%s\" is nested too deeply", opt->name),
+						 errdetail("The limit is %d levels of arrays and objects.",
+								   KLING_MAX_CONTEXT_DEPTH)));
 			return kling_json_value_text(v);
 
 		case KLING_OPT_CALLBACK:

@@ -65,6 +65,7 @@ static void kling_decide(KlingHttpRequest *req, KlingTaskUpdate *update);
 static int	kling_backoff_ms(int attempts);
 static void kling_start_hold(const char *reason);
 static bool kling_holding(void);
+static bool kling_hold_ended(void);
 static void kling_start_requests(List *creates, List *polls);
 static long kling_wait_timeout(void);
 
@@ -114,7 +115,7 @@ kling_worker_main(Datum main_arg)
 			woken = true;
 		}
 
-		if (woken || kling_http_has_done() ||
+		if (woken || kling_http_has_done() || kling_hold_ended() ||
 			(kling_next_due != 0 && GetCurrentTimestamp() >= kling_next_due))
 			kling_worker_round();
 	}
@@ -334,6 +335,11 @@ kling_decide(KlingHttpRequest *req, KlingTaskUpdate *u)
 	u->result = r.result;
 	u->next_attempt_ms = kling_poll_interval_ms;
 
+	/* The account works again: the next hold starts short. */
+	if (r.outcome == KLING_OUTCOME_ACCEPTED || r.outcome == KLING_OUTCOME_PENDING ||
+		r.outcome == KLING_OUTCOME_COMPLETED)
+		kling_hold_ms = 0;
+
 	switch (r.outcome)
 	{
 		case KLING_OUTCOME_ACCEPTED:
@@ -421,6 +427,19 @@ static bool
 kling_holding(void)
 {
 	return kling_hold_until != 0 && GetCurrentTimestamp() < kling_hold_until;
+}
+
+/*
+ * Whether a hold has just run out: the held tasks are due again, so a round
+ * must look at them even if nothing else woke the loop.
+ */
+static bool
+kling_hold_ended(void)
+{
+	if (kling_hold_until == 0 || kling_holding())
+		return false;
+	kling_hold_until = 0;
+	return true;
 }
 
 /*
