@@ -89,6 +89,7 @@ static char *kling_json_value_text(const JsonbValue *v);
 static char *kling_normalize_value(const KlingOption *opt, const JsonbValue *v);
 static int	kling_numeric_cmp(const JsonbValue *v, int64 n);
 static int	kling_json_depth(const JsonbValue *v, int limit);
+static Oid	kling_lookup_function(const char *signature);
 static char *kling_normalize_callback(const KlingOption *opt, const JsonbValue *v);
 
 /*
@@ -441,6 +442,23 @@ kling_normalize_value(const KlingOption *opt, const JsonbValue *v)
 }
 
 /*
+ * A function by its signature, or InvalidOid if there is none: to_regprocedure,
+ * called directly because the usual call macros reject a NULL result.
+ */
+static Oid
+kling_lookup_function(const char *signature)
+{
+	LOCAL_FCINFO(fcinfo, 1);
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = CStringGetTextDatum(signature);
+	fcinfo->args[0].isnull = false;
+	result = to_regprocedure(fcinfo);
+	return fcinfo->isnull ? InvalidOid : DatumGetObjectId(result);
+}
+
+/*
  * A callback: the signature of a function the caller may execute that takes
  * one kling_tasks row, as in "my_schema.on_video(kling_tasks)".  Stored
  * schema-qualified so that it means the same function to the worker.
@@ -463,7 +481,7 @@ kling_normalize_callback(const KlingOption *opt, const JsonbValue *v)
 				 errhint("Name a function and its argument type, for example \"on_video(kling_tasks)\".")));
 
 	signature = pnstrdup(v->val.string.val, v->val.string.len);
-	fn = DatumGetObjectId(DirectFunctionCall1(to_regprocedure, CStringGetTextDatum(signature)));
+	fn = kling_lookup_function(signature);
 	if (!OidIsValid(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
