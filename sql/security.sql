@@ -71,6 +71,18 @@ SELECT kling_submit('alice 4');
 SELECT kling_cancel(id) FROM kling_tasks WHERE prompt IN ('alice 2', 'alice 3');
 SELECT count(*) FROM (SELECT kling_submit('bulk ' || i) FROM generate_series(1, 5) i) s;
 SELECT count(*) AS bulk_tasks FROM kling_tasks WHERE prompt LIKE 'bulk %';
+-- Likewise a bulk INSERT through the trigger: no row, no task.
+RESET ROLE;
+CREATE TABLE alice_scenes (prompt text, task_id bigint, video_url text);
+CREATE TRIGGER alice_video BEFORE INSERT ON alice_scenes FOR EACH ROW
+    EXECUTE FUNCTION kling_on_insert('prompt', 'task_id', 'video_url');
+GRANT INSERT, SELECT ON alice_scenes TO kling_alice;
+SET ROLE kling_alice;
+INSERT INTO alice_scenes (prompt) SELECT 'row ' || i FROM generate_series(1, 5) i;
+SELECT count(*) AS rows FROM alice_scenes;
+SELECT count(*) AS row_tasks FROM kling_tasks WHERE prompt LIKE 'row %';
+RESET ROLE;
+DROP TABLE alice_scenes;
 -- Bob has limits of his own.
 RESET ROLE;
 SET ROLE kling_bob;
