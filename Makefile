@@ -16,11 +16,12 @@ OBJS = \
 	src/sql_api.o \
 	src/trigger.o \
 	src/delivery.o \
+	src/monitor.o \
 	src/worker.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
-REGRESS = install validation normalize lifecycle protocol security
+REGRESS = install upgrade validation normalize lifecycle protocol security reporting
 REGRESS_OPTS = \
 	--temp-instance=build/regress/tmp_check \
 	--outputdir=build/regress \

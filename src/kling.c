@@ -33,6 +33,7 @@ int			kling_max_attempts = 5;
 char	   *kling_ca_file = NULL;
 int			kling_max_active_tasks = 100;
 int			kling_max_daily_tasks = 1000;
+int			kling_retention_s = 0;
 
 static const struct config_enum_entry kling_route_options[] = {
 	{"generation", KLING_ROUTE_GENERATION, false},
@@ -203,6 +204,15 @@ kling_define_settings(void)
 							1000, 0, INT_MAX,
 							PGC_SIGHUP,
 							0,
+							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("kling.retention",
+							"Final tasks older than this are deleted by the worker; 0 keeps them forever.",
+							NULL,
+							&kling_retention_s,
+							0, 0, INT_MAX,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
 							NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("kling");

@@ -27,6 +27,7 @@ extern int	kling_max_attempts;
 extern char *kling_ca_file;
 extern int	kling_max_active_tasks;
 extern int	kling_max_daily_tasks;
+extern int	kling_retention_s;
 
 /* The key requests use: kling.api_key, else the server's AIMLAPI_API_KEY. */
 extern const char *kling_effective_api_key(void);

@@ -32,6 +32,7 @@ typedef struct KlingSharedState
 	Oid			database_id;	/* database the worker serves */
 	Latch	   *worker_latch;	/* NULL while no worker runs */
 	ConditionVariable task_final;	/* broadcast when tasks become final */
+	KlingWorkerStats stats;		/* under mutex */
 } KlingSharedState;
 
 static KlingSharedState *kling_shared = NULL;
@@ -85,6 +86,7 @@ kling_shmem_startup(void)
 		kling_shared->database_id = InvalidOid;
 		kling_shared->worker_latch = NULL;
 		ConditionVariableInit(&kling_shared->task_final);
+		memset(&kling_shared->stats, 0, sizeof(KlingWorkerStats));
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -116,6 +118,7 @@ kling_shmem_detach_worker(int code, Datum arg)
 	{
 		kling_shared->worker_latch = NULL;
 		kling_shared->database_id = InvalidOid;
+		kling_shared->stats.pid = 0;
 	}
 	SpinLockRelease(&kling_shared->mutex);
 }
@@ -169,6 +172,30 @@ void
 kling_stop_sleeping(void)
 {
 	ConditionVariableCancelSleep();
+}
+
+/* Publish the worker's figures; it does so once a round. */
+void
+kling_stats_publish(const KlingWorkerStats *stats)
+{
+	SpinLockAcquire(&kling_shared->mutex);
+	kling_shared->stats = *stats;
+	SpinLockRelease(&kling_shared->mutex);
+}
+
+/*
+ * Copy the worker's last published figures.  Returns false when no worker
+ * runs (or there is no shared memory: the library was not preloaded).
+ */
+bool
+kling_stats_read(KlingWorkerStats *stats)
+{
+	if (kling_shared == NULL)
+		return false;
+	SpinLockAcquire(&kling_shared->mutex);
+	*stats = kling_shared->stats;
+	SpinLockRelease(&kling_shared->mutex);
+	return stats->pid != 0;
 }
 
 /*

@@ -46,6 +46,7 @@ typedef enum KlingPlanId
 	KLING_PLAN_CLAIM_POLLS,
 	KLING_PLAN_FETCH_DELIVERY,
 	KLING_PLAN_NOTE_DELIVERY_ERROR,
+	KLING_PLAN_DELETE_EXPIRED,
 	KLING_PLAN_NEXT_DUE,
 	KLING_NUM_PLANS
 } KlingPlanId;
@@ -153,6 +154,12 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 	[KLING_PLAN_NOTE_DELIVERY_ERROR] = {
 		"UPDATE %1$s SET delivery_error = $2, updated_at = now() WHERE id = $1",
 		2, {INT8OID, TEXTOID}
+	},
+	[KLING_PLAN_DELETE_EXPIRED] = {
+		"DELETE FROM %1$s WHERE id IN (SELECT id FROM %1$s"
+		" WHERE status IN ('completed', 'failed', 'cancelled')"
+		" AND completed_at < now() - $1 * interval '1 second' LIMIT $2)",
+		2, {INT4OID, INT4OID}
 	},
 	[KLING_PLAN_NEXT_DUE] = {
 		"SELECT min(next_attempt_at) FROM %1$s"
@@ -565,6 +572,16 @@ kling_store_fetch_delivery(int64 id)
 		MemoryContextSwitchTo(spi);
 	}
 	return d;
+}
+
+/* Delete up to limit final tasks older than retention_s; returns how many. */
+int
+kling_store_delete_expired(int retention_s, int limit)
+{
+	Datum		values[2] = {Int32GetDatum(retention_s), Int32GetDatum(limit)};
+
+	kling_execute(KLING_PLAN_DELETE_EXPIRED, values, NULL, 0);
+	return (int) SPI_processed;
 }
 
 /* Record why a final task's delivery went wrong. */

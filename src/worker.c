@@ -44,6 +44,10 @@
 /* Longest wait between two retries of one request. */
 #define KLING_MAX_BACKOFF_MS (5 * 60 * 1000)
 
+/* Retention deletes at most this many tasks a round, and looks once a minute. */
+#define KLING_RETENTION_BATCH 1000
+#define KLING_RETENTION_EVERY_MS 60000
+
 /* How often to look for the extension in a database that lacks it. */
 #define KLING_NO_EXTENSION_RECHECK_MS 10000
 
@@ -53,6 +57,12 @@ static bool kling_recovered = false;
 
 /* When the next poll or send is due; 0 when nothing waits. */
 static TimestampTz kling_next_due = 0;
+
+/* The figures behind the kling_worker view, published once a round. */
+static KlingWorkerStats kling_stats;
+
+/* When retention last ran: it runs at most once a minute. */
+static TimestampTz kling_retention_at = 0;
 
 /* While the provider refuses the account, nothing is sent. */
 static TimestampTz kling_hold_until = 0;
@@ -67,6 +77,8 @@ static void kling_start_hold(const char *reason);
 static bool kling_holding(void);
 static bool kling_hold_ended(void);
 static void kling_start_requests(List *creates, List *polls);
+static void kling_apply_retention(void);
+static void kling_note_error(const char *message);
 static long kling_wait_timeout(void);
 
 /*
@@ -91,6 +103,13 @@ kling_worker_main(Datum main_arg)
 
 	ereport(LOG,
 			(errmsg("kling worker started for database \"%s\"", kling_database_name)));
+
+	memset(&kling_stats, 0, sizeof(kling_stats));
+	kling_stats.pid = MyProcPid;
+	kling_stats.database_id = MyDatabaseId;
+	kling_stats.started_at = GetCurrentTimestamp();
+	strlcpy(kling_stats.state, "starting", sizeof(kling_stats.state));
+	kling_stats_publish(&kling_stats);
 
 	/* The first round looks at the table whether or not anything is due. */
 	kling_next_due = GetCurrentTimestamp();
@@ -181,6 +200,15 @@ kling_worker_round(void)
 	foreach(lc, done)
 		kling_http_free(lfirst(lc));
 
+	kling_stats.last_round_at = GetCurrentTimestamp();
+	kling_stats.requests_in_flight = kling_http_active();
+	strlcpy(kling_stats.state,
+			!kling_extension_present ? "waiting for CREATE EXTENSION kling" :
+			kling_holding() ? "holding: the provider refused the account or no key" :
+			"running",
+			sizeof(kling_stats.state));
+	kling_stats_publish(&kling_stats);
+
 	MemoryContextSwitchTo(oldcontext);
 	pgstat_report_stat(false);
 }
@@ -231,6 +259,7 @@ kling_round_transaction(List *done, bool isolate)
 
 	kling_store_expire(kling_task_timeout_ms);
 	kling_deliver_finalized();
+	kling_apply_retention();
 
 	if (kling_effective_api_key()[0] == '\0')
 		kling_start_hold("no API key: set kling.api_key, or AIMLAPI_API_KEY in the server's environment");
@@ -328,6 +357,15 @@ kling_decide(KlingHttpRequest *req, KlingTaskUpdate *u)
 	else
 		kling_read_response(req->kind, req->http_status, req->body, req->body_len,
 							req->retry_after, &r);
+
+	if (failure != NULL || req->http_status < 200 || req->http_status >= 300)
+		kling_stats.requests_failed++;
+	if (req->http_status == 429)
+		kling_stats.rate_limited++;
+	if (r.outcome == KLING_OUTCOME_RETRY)
+		kling_stats.requests_retried++;
+	if (r.message != NULL)
+		kling_note_error(r.message);
 
 	memset(u, 0, sizeof(*u));
 	u->id = req->task_id;
@@ -470,8 +508,39 @@ kling_start_requests(List *creates, List *polls)
 						 NULL);
 	}
 
+	kling_stats.requests_sent += list_length(creates) + list_length(polls);
 	if (creates != NIL || polls != NIL)
 		pgstat_report_activity(STATE_RUNNING,
 							   psprintf("kling: %d requests in flight",
 										kling_http_active()));
+}
+
+/* Remember the latest error, for the kling_worker view. */
+static void
+kling_note_error(const char *message)
+{
+	strlcpy(kling_stats.last_error, message, sizeof(kling_stats.last_error));
+	kling_stats.last_error_at = GetCurrentTimestamp();
+}
+
+/*
+ * Delete final tasks older than kling.retention, a small batch at a time,
+ * at most once a minute.  Off (0) by default: the history is the user's.
+ */
+static void
+kling_apply_retention(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+	int			deleted;
+
+	if (kling_retention_s <= 0 ||
+		!TimestampDifferenceExceeds(kling_retention_at, now, KLING_RETENTION_EVERY_MS))
+		return;
+
+	deleted = kling_store_delete_expired(kling_retention_s, KLING_RETENTION_BATCH);
+	/* A full batch means more are due: come back next round, not in a minute. */
+	if (deleted < KLING_RETENTION_BATCH)
+		kling_retention_at = now;
+	if (deleted > 0)
+		elog(DEBUG1, "kling: retention deleted %d final tasks", deleted);
 }
