@@ -55,6 +55,9 @@ RETURNS SETOF record
 AS 'MODULE_PATHNAME', 'kling_worker_info'
 LANGUAGE C VOLATILE;
 
+COMMENT ON FUNCTION kling_worker_info() IS
+    'The kling worker''s health from shared memory; no row when no worker runs';
+
 CREATE VIEW kling_worker AS SELECT * FROM kling_worker_info();
 
 COMMENT ON VIEW kling_worker IS

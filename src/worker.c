@@ -421,6 +421,8 @@ kling_decide(KlingHttpRequest *req, KlingTaskUpdate *u)
 	if (u->status != NULL && strcmp(u->status, "failed") == 0)
 		ereport(LOG,
 				(errmsg("kling: task %lld failed: %s", (long long) u->id, u->error)));
+	else if (u->status != NULL)
+		elog(DEBUG1, "kling: task %lld is %s", (long long) u->id, u->status);
 }
 
 /*
