@@ -13,6 +13,7 @@ OBJS = \
 	src/secret.o \
 	src/http.o \
 	src/store.o \
+	src/subxact.o \
 	src/sql_api.o \
 	src/trigger.o \
 	src/delivery.o \

@@ -29,11 +29,11 @@
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
 #include "utils/regproc.h"
-#include "utils/resowner.h"
 
 #include "delivery.h"
 #include "shmem.h"
 #include "store.h"
+#include "subxact.h"
 
 /* Limits on what a user's table or callback may hold the worker up. */
 #define KLING_DELIVERY_LOCK_TIMEOUT "2s"
@@ -47,6 +47,28 @@ static char *kling_run_as_owner(KlingDelivery *d, KlingDeliveryStep step);
 static void kling_write_back(KlingDelivery *d);
 static void kling_call_back(KlingDelivery *d);
 
+/* A delivery step and the task it is for. */
+typedef struct KlingStepAsOwner
+{
+	KlingDeliveryStep step;
+	KlingDelivery *delivery;
+	Oid			role;
+} KlingStepAsOwner;
+
+/* Run the step as the owner; an error rolls the user id back too. */
+static void
+kling_step_as_owner(void *arg)
+{
+	KlingStepAsOwner *s = arg;
+	Oid			save_userid;
+	int			save_sec_context;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec_context);
+	SetUserIdAndSecContext(s->role, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	s->step(s->delivery);
+	SetUserIdAndSecContext(save_userid, save_sec_context);
+}
+
 /*
  * Run one delivery step as the task's owner in a subtransaction.  Returns
  * NULL on success, or the error message.
@@ -54,43 +76,11 @@ static void kling_call_back(KlingDelivery *d);
 static char *
 kling_run_as_owner(KlingDelivery *d, KlingDeliveryStep step)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	Oid			role = get_role_oid(d->owner, true);
-	Oid			save_userid;
-	int			save_sec_context;
-	char	   *volatile failure = NULL;
+	KlingStepAsOwner s = {step, d, get_role_oid(d->owner, true)};
 
-	if (!OidIsValid(role))
+	if (!OidIsValid(s.role))
 		return psprintf("role \"%s\" no longer exists", d->owner);
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		SetUserIdAndSecContext(role, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-		step(d);
-		SetUserIdAndSecContext(save_userid, save_sec_context);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-		failure = pstrdup(edata->message);
-		FreeErrorData(edata);
-	}
-	PG_END_TRY();
-	return failure;
+	return kling_try_in_subtransaction(kling_step_as_owner, &s);
 }
 
 /*

@@ -41,9 +41,28 @@
 /* Seconds before the postmaster restarts a launcher that died. */
 #define KLING_LAUNCHER_RESTART_SECONDS 5
 
+static void kling_describe_worker(BackgroundWorker *worker, const char *function,
+								  const char *name);
 static Oid	kling_lookup_database(void);
 static void kling_run_worker(Oid database_id);
 static void kling_launcher_sleep(long timeout_ms);
+
+/*
+ * What the launcher and the worker have in common: both connect, start
+ * only after recovery (so a hot standby runs neither), live in this library.
+ */
+static void
+kling_describe_worker(BackgroundWorker *worker, const char *function,
+					  const char *name)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	snprintf(worker->bgw_library_name, BGW_MAXLEN, "kling");
+	snprintf(worker->bgw_function_name, BGW_MAXLEN, "%s", function);
+	snprintf(worker->bgw_name, BGW_MAXLEN, "%s", name);
+	snprintf(worker->bgw_type, BGW_MAXLEN, "%s", name);
+}
 
 /*
  * Register the launcher; called from _PG_init under
@@ -55,14 +74,8 @@ kling_launcher_register(void)
 {
 	BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	kling_describe_worker(&worker, "kling_launcher_main", "kling launcher");
 	worker.bgw_restart_time = KLING_LAUNCHER_RESTART_SECONDS;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "kling");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "kling_launcher_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "kling launcher");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "kling launcher");
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -124,14 +137,8 @@ kling_run_worker(Oid database_id)
 	BackgroundWorkerHandle *handle;
 	pid_t		pid;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	kling_describe_worker(&worker, "kling_worker_main", "kling worker");
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	snprintf(worker.bgw_library_name, BGW_MAXLEN, "kling");
-	snprintf(worker.bgw_function_name, BGW_MAXLEN, "kling_worker_main");
-	snprintf(worker.bgw_name, BGW_MAXLEN, "kling worker");
-	snprintf(worker.bgw_type, BGW_MAXLEN, "kling worker");
 	worker.bgw_main_arg = ObjectIdGetDatum(database_id);
 	worker.bgw_notify_pid = MyProcPid;
 

@@ -15,19 +15,17 @@
 
 #include <time.h>
 
-#include "access/xact.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/json.h"
 #include "utils/jsonb.h"
-#include "utils/memutils.h"
-#include "utils/resowner.h"
 
 #include "kling.h"
 #include "options.h"
 #include "protocol.h"
+#include "subxact.h"
 
 /* Provider text longer than this is cut in error messages. */
 #define KLING_MAX_MESSAGE_CHARS 500
@@ -140,18 +138,39 @@ kling_create_body(const char *prompt, Jsonb *opts)
 	return pg_server_to_any(buf.data, buf.len, PG_UTF8);
 }
 
+/* An untrusted body to parse, and the result. */
+typedef struct KlingParse
+{
+	const char *body;
+	size_t		len;
+	Jsonb	   *result;
+} KlingParse;
+
+/* Parse step: to the server encoding, then to jsonb; may raise errors. */
+static void
+kling_parse_step(void *arg)
+{
+	KlingParse *p = arg;
+	char	   *copy = palloc(p->len + 1);
+	char	   *text;
+
+	/* Keep any NUL bytes: the encoding check rejects them. */
+	memcpy(copy, p->body, p->len);
+	copy[p->len] = '\0';
+	text = pg_any_to_server(copy, p->len, PG_UTF8);
+	p->result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
+}
+
 /*
  * Parse an untrusted body into jsonb.  Invalid UTF-8, bad JSON, nesting too
  * deep or numbers out of range all raise errors in the parser; they are
- * caught in a subtransaction (which assigns no XID, so it is cheap) and
- * returned as a reason instead.
+ * caught and returned as a reason instead.
  */
 static Jsonb *
 kling_parse_json(const char *body, size_t len, char **reason)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
-	Jsonb	   *volatile jb = NULL;
+	KlingParse	p = {body, len, NULL};
+	char	   *failure;
 
 	*reason = NULL;
 	if (body == NULL || len == 0)
@@ -159,41 +178,13 @@ kling_parse_json(const char *body, size_t len, char **reason)
 		*reason = pstrdup("empty response body");
 		return NULL;
 	}
-
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
+	failure = kling_try_in_subtransaction(kling_parse_step, &p);
+	if (failure != NULL)
 	{
-		char	   *copy = palloc(len + 1);
-		char	   *text;
-
-		/* Keep any NUL bytes: the encoding check rejects them. */
-		memcpy(copy, body, len);
-		copy[len] = '\0';
-		text = pg_any_to_server(copy, len, PG_UTF8);
-		jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
+		*reason = psprintf("malformed response body: %s", failure);
+		return NULL;
 	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-
-		*reason = psprintf("malformed response body: %s", edata->message);
-		FreeErrorData(edata);
-		jb = NULL;
-	}
-	PG_END_TRY();
-
-	return jb;
+	return p.result;
 }
 
 /* A top-level string member of an object, or NULL. */

@@ -27,7 +27,6 @@
 #include "utils/backend_status.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
-#include "utils/resowner.h"
 #include "utils/timestamp.h"
 
 #include "kling.h"
@@ -36,6 +35,7 @@
 #include "protocol.h"
 #include "shmem.h"
 #include "store.h"
+#include "subxact.h"
 #include "worker.h"
 
 /* Requests open at once, whatever kling.max_in_flight allows. */
@@ -297,6 +297,13 @@ kling_round_transaction(List *done, bool isolate)
 	kling_start_requests(creates, polls);
 }
 
+/* Apply step for kling_try_in_subtransaction. */
+static void
+kling_apply_step(void *arg)
+{
+	kling_store_apply((KlingTaskUpdate *) arg);
+}
+
 /*
  * Write one result in a subtransaction; if that fails, the task fails with
  * the reason instead.
@@ -304,40 +311,19 @@ kling_round_transaction(List *done, bool isolate)
 static void
 kling_apply_isolated(KlingTaskUpdate *update)
 {
-	MemoryContext oldcontext = CurrentMemoryContext;
-	ResourceOwner oldowner = CurrentResourceOwner;
+	char	   *failure = kling_try_in_subtransaction(kling_apply_step, update);
 
-	BeginInternalSubTransaction(NULL);
-	MemoryContextSwitchTo(oldcontext);
-	PG_TRY();
-	{
-		kling_store_apply(update);
-		ReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
+	if (failure == NULL)
+		return;
 
-		MemoryContextSwitchTo(oldcontext);
-		edata = CopyErrorData();
-		FlushErrorState();
-		RollbackAndReleaseCurrentSubTransaction();
-		MemoryContextSwitchTo(oldcontext);
-		CurrentResourceOwner = oldowner;
-
-		ereport(WARNING,
-				(errmsg("kling: could not record the response for task %lld: %s",
-						(long long) update->id, edata->message)));
-		update->status = "failed";
-		update->result = NULL;
-		update->video_url = NULL;
-		update->error = psprintf("could not record the provider's response: %s",
-								 edata->message);
-		kling_store_apply(update);
-	}
-	PG_END_TRY();
+	ereport(WARNING,
+			(errmsg("kling: could not record the response for task %lld: %s",
+					(long long) update->id, failure)));
+	update->status = "failed";
+	update->result = NULL;
+	update->video_url = NULL;
+	update->error = psprintf("could not record the provider's response: %s", failure);
+	kling_store_apply(update);
 }
 
 /*

@@ -1,0 +1,132 @@
+#!/usr/bin/python3
+"""benchlib.py: the arithmetic of test/bench (standard library only).
+
+  benchlib.py median                      numbers on stdin -> their median
+  benchlib.py wake CLIENT ARRIVALS WARMUP  wake latency from the client's
+                                          commit times and the mock's arrival
+                                          log: "median p95 n missing min max"
+                                          in milliseconds
+  benchlib.py polling TASKS_JSON ROWS_TSV SCALE EXAMPLE_S
+                                          polling cost: the Python mock's
+                                          tasks joined with kling_tasks rows;
+                                          prints a report, then a last line
+                                          "RESULT ratio p95_kling p95_example"
+  benchlib.py plans STORE_C NAME...       the worker's SQL as store.c has it:
+                                          one "NAME<TAB>types<TAB>sql" line
+                                          per plan found
+"""
+
+import json
+import math
+import re
+import statistics
+import sys
+
+
+def percentile(values, p):
+    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
+    s = sorted(values)
+    k = max(1, math.ceil(p / 100.0 * len(s)))
+    return s[k - 1]
+
+
+def cmd_median(_args):
+    nums = [float(x) for x in sys.stdin.read().split()]
+    print(f"{statistics.median(nums):.6g}" if nums else "nan")
+
+
+def cmd_wake(args):
+    client_path, arrivals_path, warmup = args[0], args[1], int(args[2])
+    commits = {}
+    order = []
+    with open(client_path) as f:
+        for line in f:
+            tok, t = line.split()
+            commits[tok] = float(t)
+            order.append(tok)
+    arrivals = {}
+    with open(arrivals_path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2 and parts[1] in commits and parts[1] not in arrivals:
+                arrivals[parts[1]] = float(parts[0])
+    lat = []
+    missing = 0
+    for tok in order[warmup:]:
+        if tok in arrivals:
+            lat.append((arrivals[tok] - commits[tok]) * 1000.0)
+        else:
+            missing += 1
+    if not lat:
+        print("nan nan 0 %d nan nan" % missing)
+        return
+    print("%.3f %.3f %d %d %.3f %.3f" % (statistics.median(lat), percentile(lat, 95),
+                                         len(lat), missing, min(lat), max(lat)))
+
+
+def cmd_polling(args):
+    tasks_path, rows_path, scale, example = args[0], args[1], float(args[2]), float(args[3])
+    with open(tasks_path) as f:
+        tasks = {t["id"]: t for t in json.load(f)}
+    groups = {}
+    not_done = 0
+    for line in open(rows_path):
+        gid, status, duration, completed_at = line.rstrip("\n").split("\t")
+        t = tasks.get(gid)
+        if status != "completed" or t is None or completed_at == "\\N":
+            not_done += 1
+            continue
+        gen = (t["finish"] - t["created"]) * scale           # provider seconds
+        added = (float(completed_at) - t["finish"]) * scale  # provider seconds
+        ex_polls = math.ceil(gen / example)
+        ex_added = ex_polls * example - gen
+        groups.setdefault(duration, []).append((gen, t["polls"], added, ex_polls, ex_added))
+    all_rows = [r for g in groups.values() for r in g]
+    print("  %-9s %5s %9s | %-27s | %-27s" % ("video", "tasks", "gen time",
+                                             "kling: polls, added p50/p95",
+                                             "example: polls, added p50/p95"))
+    for duration in sorted(groups, key=int):
+        g = groups[duration]
+        print("  %-9s %5d %7.0f s | %5.1f polls, %5.1f / %5.1f s | %5.1f polls, %5.1f / %5.1f s" % (
+            duration + " s", len(g), statistics.mean(r[0] for r in g),
+            statistics.mean(r[1] for r in g),
+            statistics.median(r[2] for r in g), percentile([r[2] for r in g], 95),
+            statistics.mean(r[3] for r in g),
+            statistics.median(r[4] for r in g), percentile([r[4] for r in g], 95)))
+    if not all_rows:
+        print("RESULT nan nan nan %d" % not_done)
+        return
+    ratio = sum(r[1] for r in all_rows) / sum(r[3] for r in all_rows)
+    print("RESULT %.3f %.2f %.2f %d" % (ratio, percentile([r[2] for r in all_rows], 95),
+                                        percentile([r[4] for r in all_rows], 95), not_done))
+
+
+OID_TYPES = {"INT4OID": "int4", "INT8OID": "int8", "TEXTOID": "text",
+             "BOOLOID": "bool", "JSONBOID": "jsonb", "OIDOID": "oid",
+             "TIMESTAMPTZOID": "timestamptz", "FLOAT8OID": "float8",
+             "INT2OID": "int2", "NAMEOID": "name"}
+
+
+def cmd_plans(args):
+    src = open(args[0]).read()
+    for name in args[1:]:
+        m = re.search(r"\[KLING_PLAN_" + re.escape(name) + r"\]\s*=\s*\{(.*?)\n\s*\},", src, re.S)
+        if m is None:
+            continue
+        body = m.group(1)
+        strings = re.findall(r'"((?:[^"\\]|\\.)*)"', body)
+        tail = re.search(r",\s*(\d+)\s*,\s*\{([^}]*)\}\s*$", body)
+        if not strings or tail is None:
+            continue
+        sql = "".join(strings).replace('\\"', '"').replace("\\\\", "\\")
+        sql = sql.replace("%1$s", "kling_tasks").replace("%%", "%")
+        nargs = int(tail.group(1))
+        types = [OID_TYPES.get(t.strip(), "unknown") for t in tail.group(2).split(",")][:nargs]
+        if "unknown" in types:
+            continue
+        print("%s\t%s\t%s" % (name, ",".join(types), " ".join(sql.split())))
+
+
+if __name__ == "__main__":
+    {"median": cmd_median, "wake": cmd_wake, "polling": cmd_polling,
+     "plans": cmd_plans}[sys.argv[1]](sys.argv[2:])
