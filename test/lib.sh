@@ -22,18 +22,21 @@ kling_install_deps() {
             || missing+=("$p")
     done
     [ ${#missing[@]} -eq 0 ] && return 0
+    local sudo=
     if [ "$(id -u)" -ne 0 ]; then
-        echo "missing packages: ${missing[*]} (run as root, or install them)" >&2
-        return 1
+        command -v sudo >/dev/null || {
+            echo "missing packages: ${missing[*]} (run as root, or install them)" >&2
+            return 1
+        }
+        sudo=sudo
     fi
     log "installing ${missing[*]}"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -q >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
     # The packaged cluster is not needed: the suites make their own.
-    mkdir -p /etc/postgresql-common
+    $sudo mkdir -p /etc/postgresql-common
     [ -f /etc/postgresql-common/createcluster.conf ] \
-        || echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf
-    apt-get install -y -q "${missing[@]}" >/dev/null
+        || echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
 }
 
 # The unprivileged user that runs the servers: postgres when we are root.
