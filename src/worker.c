@@ -44,6 +44,9 @@
 /* Longest wait between two retries of one request. */
 #define KLING_MAX_BACKOFF_MS (5 * 60 * 1000)
 
+/* Work that scans every task in flight is done at most this often. */
+#define KLING_HOUSEKEEPING_MS 1000
+
 /* Retention deletes at most this many tasks a round, and looks once a minute. */
 #define KLING_RETENTION_BATCH 1000
 #define KLING_RETENTION_EVERY_MS 60000
@@ -60,6 +63,10 @@ static TimestampTz kling_next_due = 0;
 
 /* The figures behind the kling_worker view, published once a round. */
 static KlingWorkerStats kling_stats;
+
+/* Tasks counting against kling.max_in_flight, and when last counted. */
+static int	kling_in_flight = 0;
+static TimestampTz kling_counted_at = 0;
 
 /* When retention last ran: it runs at most once a minute. */
 static TimestampTz kling_retention_at = 0;
@@ -193,6 +200,7 @@ kling_worker_round(void)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(kling_round_context);
+		kling_counted_at = 0;	/* the failed attempt's count is void */
 		kling_round_transaction(done, true);
 	}
 	PG_END_TRY();
@@ -223,6 +231,7 @@ kling_round_transaction(List *done, bool isolate)
 	List	   *polls = NIL;
 	int			room = KLING_MAX_REQUESTS - kling_http_active();
 	bool		can_send;
+	bool		housekeeping;
 	ListCell   *lc;
 
 	pgstat_report_activity(STATE_RUNNING, "kling: writing results and claiming tasks");
@@ -233,6 +242,7 @@ kling_round_transaction(List *done, bool isolate)
 		/* Nothing to write into: results of a dropped table are moot. */
 		kling_store_end_round();
 		kling_next_due = 0;
+		kling_counted_at = 0;
 		return;
 	}
 
@@ -257,9 +267,25 @@ kling_round_transaction(List *done, bool isolate)
 			kling_store_apply(&update);
 	}
 
-	kling_store_expire(kling_task_timeout_ms);
+	housekeeping = TimestampDifferenceExceeds(kling_counted_at, GetCurrentTimestamp(),
+											  KLING_HOUSEKEEPING_MS);
+	if (housekeeping)
+		kling_store_expire(kling_task_timeout_ms);
 	kling_deliver_finalized();
 	kling_apply_retention();
+
+	/*
+	 * Counting the tasks in flight scans them all, so it is done once a
+	 * second; in between the count is kept up by hand, never below the
+	 * truth (a task cancelled by a user is only noticed at the next count).
+	 */
+	if (housekeeping)
+	{
+		kling_in_flight = kling_store_count_in_flight();
+		kling_counted_at = GetCurrentTimestamp();
+	}
+	else
+		kling_in_flight -= list_length(kling_store_finalized());
 
 	if (kling_effective_api_key()[0] == '\0')
 		kling_start_hold("no API key: set kling.api_key, or AIMLAPI_API_KEY in the server's environment");
@@ -267,10 +293,11 @@ kling_round_transaction(List *done, bool isolate)
 	can_send = !kling_holding();
 	if (can_send && room > 0)
 	{
-		int			free_slots = kling_max_in_flight - kling_store_count_in_flight();
+		int			free_slots = kling_max_in_flight - kling_in_flight;
 
 		if (free_slots > 0)
 			creates = kling_store_claim_creates(Min(free_slots, room));
+		kling_in_flight += list_length(creates);
 		room -= list_length(creates);
 		can_send = (free_slots > list_length(creates));
 	}

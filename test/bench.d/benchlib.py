@@ -13,7 +13,7 @@
                                           "RESULT ratio p95_kling p95_example"
   benchlib.py plans STORE_C NAME...       the worker's SQL as store.c has it:
                                           one "NAME<TAB>types<TAB>sql" line
-                                          per plan found
+                                          per plan found (types "-": none)
 """
 
 import json
@@ -124,7 +124,7 @@ def cmd_plans(args):
         types = [OID_TYPES.get(t.strip(), "unknown") for t in tail.group(2).split(",")][:nargs]
         if "unknown" in types:
             continue
-        print("%s\t%s\t%s" % (name, ",".join(types), " ".join(sql.split())))
+        print("%s\t%s\t%s" % (name, ",".join(types) or "-", " ".join(sql.split())))
 
 
 if __name__ == "__main__":
