@@ -21,6 +21,7 @@ typedef struct KlingHttpRequest
 	KlingRequestKind kind;
 	int64		task_id;
 	int			attempts;		/* transient failures so far */
+	int			first_poll_ms;	/* creates: when to poll first, once accepted */
 
 	/* The response, filled in as it arrives (buffers are malloc'd). */
 	long		http_status;

@@ -47,6 +47,7 @@ typedef enum KlingPlanId
 	KLING_PLAN_FETCH_DELIVERY,
 	KLING_PLAN_NOTE_DELIVERY_ERROR,
 	KLING_PLAN_DELETE_EXPIRED,
+	KLING_PLAN_GENERATION_TIMES,
 	KLING_PLAN_NEXT_DUE,
 	KLING_NUM_PLANS
 } KlingPlanId;
@@ -160,6 +161,17 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		" WHERE status IN ('completed', 'failed', 'cancelled')"
 		" AND completed_at < now() - $1 * interval '1 second' LIMIT $2)",
 		2, {INT4OID, INT4OID}
+	},
+	[KLING_PLAN_GENERATION_TIMES] = {
+		"SELECT opts ->> 'model', opts ->> 'duration', count(*)::int4,"
+		" (percentile_cont(0.05) WITHIN GROUP"
+		"   (ORDER BY extract(epoch FROM completed_at - submitted_at) * 1000))::int4"
+		" FROM (SELECT opts, submitted_at, completed_at FROM %1$s"
+		"       WHERE status = 'completed' AND completed_at > now() - interval '7 days'"
+		"       ORDER BY completed_at DESC LIMIT 2000) recent"
+		" WHERE submitted_at IS NOT NULL"
+		" GROUP BY 1, 2",
+		0, {0}
 	},
 	[KLING_PLAN_NEXT_DUE] = {
 		"SELECT min(next_attempt_at) FROM %1$s"
@@ -582,6 +594,37 @@ kling_store_delete_expired(int retention_s, int limit)
 
 	kling_execute(KLING_PLAN_DELETE_EXPIRED, values, NULL, 0);
 	return (int) SPI_processed;
+}
+
+/*
+ * How long recent tasks took at the provider, per model and duration: the
+ * number of samples and the 5th percentile, from the last 2000 completed
+ * in the past week.  Allocated in the given context.
+ */
+List *
+kling_store_generation_times(MemoryContext context)
+{
+	List	   *times = NIL;
+	MemoryContext spi;
+
+	kling_execute(KLING_PLAN_GENERATION_TIMES, NULL, NULL, 0);
+	spi = MemoryContextSwitchTo(context);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		KlingGenerationTime *t = palloc0(sizeof(KlingGenerationTime));
+		bool		isnull;
+
+		t->model = SPI_getvalue(tuple, desc, 1);
+		t->duration = SPI_getvalue(tuple, desc, 2);
+		t->samples = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
+		t->p5_ms = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
+		if (t->model != NULL && t->duration != NULL)
+			times = lappend(times, t);
+	}
+	MemoryContextSwitchTo(spi);
+	return times;
 }
 
 /* Record why a final task's delivery went wrong. */

@@ -67,6 +67,15 @@ typedef struct KlingDelivery
 	Datum		row;			/* the task's row, for the callback */
 } KlingDelivery;
 
+/* How long tasks of one model and duration took at the provider lately. */
+typedef struct KlingGenerationTime
+{
+	char	   *model;
+	char	   *duration;
+	int			samples;
+	int			p5_ms;			/* 5th percentile, sending to completion */
+} KlingGenerationTime;
+
 /* Called by the SQL functions, in the caller's transaction. */
 extern int64 kling_store_insert(text *prompt, Jsonb *opts, const KlingTarget *target);
 extern Datum kling_store_fetch(int64 id, char **status);
@@ -86,6 +95,7 @@ extern List *kling_store_finalized(void);
 extern KlingDelivery *kling_store_fetch_delivery(int64 id);
 extern void kling_store_note_delivery_error(int64 id, const char *error);
 extern int	kling_store_delete_expired(int retention_s, int limit);
+extern List *kling_store_generation_times(MemoryContext context);
 extern Oid	kling_store_row_type(void);
 
 #endif							/* KLING_STORE_H */

@@ -25,7 +25,9 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
+#include "utils/builtins.h"
 #include "utils/guc.h"
+#include "utils/jsonb.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
@@ -46,6 +48,10 @@
 
 /* Work that scans every task in flight is done at most this often. */
 #define KLING_HOUSEKEEPING_MS 1000
+
+/* Generation times are learned from at least this many recent tasks. */
+#define KLING_HISTORY_MIN_SAMPLES 10
+#define KLING_HISTORY_EVERY_MS 60000
 
 /* Retention deletes at most this many tasks a round, and looks once a minute. */
 #define KLING_RETENTION_BATCH 1000
@@ -68,6 +74,14 @@ static KlingWorkerStats kling_stats;
 static int	kling_in_flight = 0;
 static TimestampTz kling_counted_at = 0;
 
+/*
+ * Recent generation times per model and duration, so that a task's first
+ * poll waits until such tasks start to finish; refreshed once a minute.
+ */
+static MemoryContext kling_history_context = NULL;
+static List *kling_generation_times = NIL;
+static TimestampTz kling_history_at = 0;
+
 /* When retention last ran: it runs at most once a minute. */
 static TimestampTz kling_retention_at = 0;
 
@@ -85,6 +99,8 @@ static bool kling_holding(void);
 static bool kling_hold_ended(void);
 static void kling_start_requests(List *creates, List *polls);
 static void kling_apply_retention(void);
+static void kling_refresh_generation_times(void);
+static int	kling_first_poll_ms(Jsonb *opts);
 static void kling_note_error(const char *message);
 static long kling_wait_timeout(void);
 
@@ -273,6 +289,7 @@ kling_round_transaction(List *done, bool isolate)
 		kling_store_expire(kling_task_timeout_ms);
 	kling_deliver_finalized();
 	kling_apply_retention();
+	kling_refresh_generation_times();
 
 	/*
 	 * Counting the tasks in flight scans them all, so it is done once a
@@ -396,6 +413,7 @@ kling_decide(KlingHttpRequest *req, KlingTaskUpdate *u)
 		case KLING_OUTCOME_ACCEPTED:
 			u->status = r.state;
 			u->generation_id = r.generation_id;
+			u->next_attempt_ms = Max(kling_poll_interval_ms, req->first_poll_ms);
 			break;
 		case KLING_OUTCOME_PENDING:
 			u->status = r.state;
@@ -509,9 +527,11 @@ kling_start_requests(List *creates, List *polls)
 	foreach(lc, creates)
 	{
 		KlingClaim *c = lfirst(lc);
+		KlingHttpRequest *req;
 
-		kling_http_start(KLING_REQUEST_CREATE, c->id, c->attempts, create_url,
-						 kling_create_body(c->prompt, c->opts));
+		req = kling_http_start(KLING_REQUEST_CREATE, c->id, c->attempts, create_url,
+							   kling_create_body(c->prompt, c->opts));
+		req->first_poll_ms = kling_first_poll_ms(c->opts);
 	}
 
 	foreach(lc, polls)
@@ -558,4 +578,56 @@ kling_apply_retention(void)
 		kling_retention_at = now;
 	if (deleted > 0)
 		elog(DEBUG1, "kling: retention deleted %d final tasks", deleted);
+}
+
+/* Refresh the generation times learned from the history, once a minute. */
+static void
+kling_refresh_generation_times(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!TimestampDifferenceExceeds(kling_history_at, now, KLING_HISTORY_EVERY_MS))
+		return;
+	if (kling_history_context == NULL)
+		kling_history_context = AllocSetContextCreate(TopMemoryContext,
+													  "kling generation times",
+													  ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(kling_history_context);
+	kling_generation_times = kling_store_generation_times(kling_history_context);
+	kling_history_at = now;
+}
+
+/*
+ * When to poll a task first, from the history of its model and duration:
+ * one poll interval before the time by which the quickest 5% of recent such
+ * tasks had finished.  No poll before then is likely to find it done, so
+ * the polls go where the completions are.  0 without enough history.
+ */
+static int
+kling_first_poll_ms(Jsonb *opts)
+{
+	JsonbValue	model;
+	JsonbValue	duration;
+	char	   *model_text;
+	char	   *duration_text;
+	ListCell   *lc;
+
+	if (getKeyJsonValueFromContainer(&opts->root, "model", 5, &model) == NULL ||
+		model.type != jbvString ||
+		getKeyJsonValueFromContainer(&opts->root, "duration", 8, &duration) == NULL ||
+		duration.type != jbvNumeric)
+		return 0;
+	model_text = pnstrdup(model.val.string.val, model.val.string.len);
+	duration_text = DatumGetCString(DirectFunctionCall1(numeric_out,
+														NumericGetDatum(duration.val.numeric)));
+
+	foreach(lc, kling_generation_times)
+	{
+		KlingGenerationTime *t = lfirst(lc);
+
+		if (t->samples >= KLING_HISTORY_MIN_SAMPLES &&
+			strcmp(t->model, model_text) == 0 && strcmp(t->duration, duration_text) == 0)
+			return Max(0, t->p5_ms - kling_poll_interval_ms);
+	}
+	return 0;
 }

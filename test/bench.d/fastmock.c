@@ -21,9 +21,11 @@
  * "bench#" in the body ("-" if none).  The log is block-buffered; GET
  * /__mock/flush or SIGTERM flushes it.
  *
- * Usage: fastmock -f PORT_FILE [-p PORT] [-l ARRIVAL_LOG] [-m completed|generating]
+ * Usage: fastmock -f PORT_FILE [-P PID_FILE] [-p PORT] [-l ARRIVAL_LOG]
+ *                 [-m completed|generating]
  * Listens on 127.0.0.1 only; PORT 0 (the default) picks a free port, which
- * is written to PORT_FILE once the socket listens.  SIGTERM or SIGINT stops it.
+ * is written to PORT_FILE once the socket listens (after PID_FILE, which
+ * gets the process id).  SIGTERM or SIGINT stops it.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -464,6 +466,7 @@ int
 main(int argc, char **argv)
 {
 	const char *port_file = NULL,
+			   *pid_file = NULL,
 			   *log_path = NULL;
 	int			port = 0,
 				opt,
@@ -476,12 +479,15 @@ main(int argc, char **argv)
 	Conn		listener_tag;
 	struct sigaction sa;
 
-	while ((opt = getopt(argc, argv, "f:p:l:m:")) != -1)
+	while ((opt = getopt(argc, argv, "f:P:p:l:m:")) != -1)
 	{
 		switch (opt)
 		{
 			case 'f':
 				port_file = optarg;
+				break;
+			case 'P':
+				pid_file = optarg;
 				break;
 			case 'p':
 				port = atoi(optarg);
@@ -493,7 +499,7 @@ main(int argc, char **argv)
 				mode_completed = strcmp(optarg, "generating") != 0;
 				break;
 			default:
-				fprintf(stderr, "usage: %s -f PORT_FILE [-p PORT] [-l LOG] [-m completed|generating]\n",
+				fprintf(stderr, "usage: %s -f PORT_FILE [-P PID_FILE] [-p PORT] [-l LOG] [-m completed|generating]\n",
 						argv[0]);
 				return 2;
 		}
@@ -539,6 +545,15 @@ main(int argc, char **argv)
 	ev.data.ptr = &listener_tag;
 	epoll_ctl(epfd, EPOLL_CTL_ADD, lfd, &ev);
 
+	if (pid_file != NULL)
+	{
+		FILE	   *f = fopen(pid_file, "w");
+
+		if (f == NULL)
+			die(pid_file);
+		fprintf(f, "%d\n", (int) getpid());
+		fclose(f);
+	}
 	{
 		char		tmp[4096];
 		FILE	   *f;
@@ -602,5 +617,7 @@ main(int argc, char **argv)
 	if (arrival_log != NULL)
 		fclose(arrival_log);
 	unlink(port_file);
+	if (pid_file != NULL)
+		unlink(pid_file);
 	return 0;
 }
