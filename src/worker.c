@@ -51,7 +51,7 @@
 
 /* Generation times are learned from at least this many recent tasks. */
 #define KLING_HISTORY_MIN_SAMPLES 10
-#define KLING_HISTORY_EVERY_MS 60000
+#define KLING_HISTORY_EVERY_MS 10000
 
 /* Retention deletes at most this many tasks a round, and looks once a minute. */
 #define KLING_RETENTION_BATCH 1000
@@ -76,7 +76,7 @@ static TimestampTz kling_counted_at = 0;
 
 /*
  * Recent generation times per model and duration, so that a task's first
- * poll waits until such tasks start to finish; refreshed once a minute.
+ * poll waits until such tasks start to finish.
  */
 static MemoryContext kling_history_context = NULL;
 static List *kling_generation_times = NIL;
@@ -580,7 +580,7 @@ kling_apply_retention(void)
 		elog(DEBUG1, "kling: retention deleted %d final tasks", deleted);
 }
 
-/* Refresh the generation times learned from the history, once a minute. */
+/* Refresh the generation times learned from the history, every 10 s. */
 static void
 kling_refresh_generation_times(void)
 {
@@ -600,8 +600,9 @@ kling_refresh_generation_times(void)
 /*
  * When to poll a task first, from the history of its model and duration:
  * one poll interval before the time by which the quickest 5% of recent such
- * tasks had finished.  No poll before then is likely to find it done, so
- * the polls go where the completions are.  0 without enough history.
+ * tasks had finished (learned anew every 10 s).  No poll before then is
+ * likely to find it done, so the polls go where the completions are.  0
+ * without enough history.
  */
 static int
 kling_first_poll_ms(Jsonb *opts)
