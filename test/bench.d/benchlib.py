@@ -6,11 +6,16 @@
                                           commit times and the mock's arrival
                                           log: "median p95 n missing min max"
                                           in milliseconds
-  benchlib.py polling TASKS_JSON ROWS_TSV SCALE EXAMPLE_S
+  benchlib.py polling TASKS_JSON ROWS_A ROWS_B SCALE EXAMPLE_S
                                           polling cost: the Python mock's
-                                          tasks joined with kling_tasks rows;
-                                          prints a report, then a last line
-                                          "RESULT ratio p95_kling p95_example"
+                                          tasks joined with the kling_tasks
+                                          rows of batch A (no history: fixed
+                                          polling, the provider's example)
+                                          and batch B (with history); prints
+                                          a report, then a last line "RESULT
+                                          ratio p95_B p95_A ratio_vs_ideal
+                                          not_done" (ratio: polls per video
+                                          of B over A)
   benchlib.py plans STORE_C NAME...       the worker's SQL as store.c has it:
                                           one "NAME<TAB>types<TAB>sql" line
                                           per plan found (types "-": none)
@@ -64,41 +69,66 @@ def cmd_wake(args):
                                          len(lat), missing, min(lat), max(lat)))
 
 
-def cmd_polling(args):
-    tasks_path, rows_path, scale, example = args[0], args[1], float(args[2]), float(args[3])
-    with open(tasks_path) as f:
-        tasks = {t["id"]: t for t in json.load(f)}
+def polling_rows(tasks, rows_path, scale, example):
+    """Per completed task of one batch, by video duration: (generation
+    time, polls, added latency, ideal example polls, ideal example added),
+    all in provider seconds; and how many tasks did not complete."""
     groups = {}
     not_done = 0
     for line in open(rows_path):
         gid, status, duration, completed_at = line.rstrip("\n").split("\t")
         t = tasks.get(gid)
-        if status != "completed" or t is None or completed_at == "\\N":
+        if status != "completed" or t is None or completed_at in ("", "\\N"):
             not_done += 1
             continue
-        gen = (t["finish"] - t["created"]) * scale           # provider seconds
-        added = (float(completed_at) - t["finish"]) * scale  # provider seconds
+        gen = (t["finish"] - t["created"]) * scale
+        added = (float(completed_at) - t["finish"]) * scale
         ex_polls = math.ceil(gen / example)
-        ex_added = ex_polls * example - gen
-        groups.setdefault(duration, []).append((gen, t["polls"], added, ex_polls, ex_added))
-    all_rows = [r for g in groups.values() for r in g]
-    print("  %-9s %5s %9s | %-27s | %-27s" % ("video", "tasks", "gen time",
-                                             "kling: polls, added p50/p95",
-                                             "example: polls, added p50/p95"))
-    for duration in sorted(groups, key=int):
-        g = groups[duration]
-        print("  %-9s %5d %7.0f s | %5.1f polls, %5.1f / %5.1f s | %5.1f polls, %5.1f / %5.1f s" % (
-            duration + " s", len(g), statistics.mean(r[0] for r in g),
-            statistics.mean(r[1] for r in g),
-            statistics.median(r[2] for r in g), percentile([r[2] for r in g], 95),
-            statistics.mean(r[3] for r in g),
-            statistics.median(r[4] for r in g), percentile([r[4] for r in g], 95)))
-    if not all_rows:
-        print("RESULT nan nan nan %d" % not_done)
+        groups.setdefault(duration, []).append(
+            (gen, t["polls"], added, ex_polls, ex_polls * example - gen))
+    return groups, not_done
+
+
+def cmd_polling(args):
+    tasks_path, rows_a, rows_b = args[0], args[1], args[2]
+    scale, example = float(args[3]), float(args[4])
+    with open(tasks_path) as f:
+        tasks = {t["id"]: t for t in json.load(f)}
+    ga, na = polling_rows(tasks, rows_a, scale, example)
+    gb, nb = polling_rows(tasks, rows_b, scale, example)
+    print("  %-6s | %-34s | %-34s | %s" % (
+        "video", "fixed 10 s polling (no history)", "kling, with history",
+        "fixed 10 s, ideal"))
+    print("  %-6s | %-34s | %-34s | %s" % (
+        "", "tasks gen time polls added p50/p95", "tasks gen time polls added p50/p95",
+        "polls added p95"))
+
+    def cell(g):
+        if not g:
+            return "%-34s" % "-"
+        return "%5d %6.0f s %5.1f %5.1f / %5.1f s" % (
+            len(g), statistics.mean(r[0] for r in g), statistics.mean(r[1] for r in g),
+            statistics.median(r[2] for r in g), percentile([r[2] for r in g], 95))
+    for d in sorted(set(ga) | set(gb), key=int):
+        a, b = ga.get(d, []), gb.get(d, [])
+        ideal = a + b
+        print("  %-6s | %s | %s | %5.1f %5.1f s" % (
+            d + " s", cell(a), cell(b), statistics.mean(r[3] for r in ideal),
+            percentile([r[4] for r in ideal], 95)))
+    all_a = [r for g in ga.values() for r in g]
+    all_b = [r for g in gb.values() for r in g]
+    if not all_a or not all_b:
+        print("RESULT nan nan nan nan %d" % (na + nb))
         return
-    ratio = sum(r[1] for r in all_rows) / sum(r[3] for r in all_rows)
-    print("RESULT %.3f %.2f %.2f %d" % (ratio, percentile([r[2] for r in all_rows], 95),
-                                        percentile([r[4] for r in all_rows], 95), not_done))
+    # Polls per video, averaged per duration and then over durations, so
+    # that both batches weigh the two lengths alike.
+    def per_video(groups, col):
+        return statistics.mean(statistics.mean(r[col] for r in g) for g in groups.values())
+    ratio = per_video(gb, 1) / per_video(ga, 1)
+    ratio_ideal = per_video(gb, 1) / per_video(gb, 3)
+    print("RESULT %.3f %.2f %.2f %.3f %d" % (
+        ratio, percentile([r[2] for r in all_b], 95), percentile([r[2] for r in all_a], 95),
+        ratio_ideal, na + nb))
 
 
 OID_TYPES = {"INT4OID": "int4", "INT8OID": "int8", "TEXTOID": "text",

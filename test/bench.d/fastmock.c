@@ -21,8 +21,9 @@
  * "bench#" in the body ("-" if none).  The log is block-buffered; GET
  * /__mock/flush or SIGTERM flushes it.
  *
- * Usage: fastmock -f PORT_FILE [-P PID_FILE] [-p PORT] [-l ARRIVAL_LOG]
+ * Usage: fastmock -f PORT_FILE [-P PID_FILE] [-p PORT] [-l ARRIVAL_LOG [-L]]
  *                 [-m completed|generating]
+ * -L logs every poll too, as "<time> poll:<generation id>" (for diagnosis).
  * Listens on 127.0.0.1 only; PORT 0 (the default) picks a free port, which
  * is written to PORT_FILE once the socket listens (after PID_FILE, which
  * gets the process id).  SIGTERM or SIGINT stops it.
@@ -70,6 +71,7 @@ static unsigned long long n_creates = 0,
 			n_conns = 0,
 			id_seq = 0;
 static FILE *arrival_log = NULL;
+static int	log_polls = 0;		/* -L: log polls too, as "<time> poll:<id>" */
 static int	epfd;
 
 static void
@@ -266,6 +268,9 @@ handle(Conn *c, const char *head, size_t head_len, const char *body, size_t body
 				if (*p == '"' || *p == '\\' || (unsigned char) *p < 0x20)
 					*p = '_';
 			n_polls++;
+			if (arrival_log != NULL && log_polls)
+				fprintf(arrival_log, "%lld.%06ld poll:%s\n",
+						(long long) c->last_read.tv_sec, c->last_read.tv_nsec / 1000, id);
 			if (mode_completed)
 				snprintf(buf, sizeof(buf),
 						 "{\"id\":\"%s\",\"status\":\"completed\","
@@ -479,7 +484,7 @@ main(int argc, char **argv)
 	Conn		listener_tag;
 	struct sigaction sa;
 
-	while ((opt = getopt(argc, argv, "f:P:p:l:m:")) != -1)
+	while ((opt = getopt(argc, argv, "f:P:p:l:Lm:")) != -1)
 	{
 		switch (opt)
 		{
@@ -495,11 +500,14 @@ main(int argc, char **argv)
 			case 'l':
 				log_path = optarg;
 				break;
+			case 'L':
+				log_polls = 1;
+				break;
 			case 'm':
 				mode_completed = strcmp(optarg, "generating") != 0;
 				break;
 			default:
-				fprintf(stderr, "usage: %s -f PORT_FILE [-P PID_FILE] [-p PORT] [-l LOG] [-m completed|generating]\n",
+				fprintf(stderr, "usage: %s -f PORT_FILE [-P PID_FILE] [-p PORT] [-l LOG [-L]] [-m completed|generating]\n",
 						argv[0]);
 				return 2;
 		}
