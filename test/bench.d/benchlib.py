@@ -4,8 +4,9 @@
   benchlib.py median                      numbers on stdin -> their median
   benchlib.py wake CLIENT ARRIVALS WARMUP  wake latency from the client's
                                           commit times and the mock's arrival
-                                          log: "median p95 n missing min max"
-                                          in milliseconds
+                                          log: "median p95 n missing min max
+                                          median_from_send p95_from_send" in
+                                          milliseconds
   benchlib.py polling TASKS_JSON ROWS_A ROWS_B SCALE EXAMPLE_S
                                           polling cost: the Python mock's
                                           tasks joined with the kling_tasks
@@ -43,11 +44,13 @@ def cmd_median(_args):
 def cmd_wake(args):
     client_path, arrivals_path, warmup = args[0], args[1], int(args[2])
     commits = {}
+    sent = {}
     order = []
     with open(client_path) as f:
         for line in f:
-            tok, t = line.split()
+            tok, t, t_sent = line.split()
             commits[tok] = float(t)
+            sent[tok] = float(t_sent)
             order.append(tok)
     arrivals = {}
     with open(arrivals_path) as f:
@@ -56,17 +59,20 @@ def cmd_wake(args):
             if len(parts) == 2 and parts[1] in commits and parts[1] not in arrivals:
                 arrivals[parts[1]] = float(parts[0])
     lat = []
+    upper = []
     missing = 0
     for tok in order[warmup:]:
         if tok in arrivals:
             lat.append((arrivals[tok] - commits[tok]) * 1000.0)
+            upper.append((arrivals[tok] - sent[tok]) * 1000.0)
         else:
             missing += 1
     if not lat:
-        print("nan nan 0 %d nan nan" % missing)
+        print("nan nan 0 %d nan nan nan nan" % missing)
         return
-    print("%.3f %.3f %d %d %.3f %.3f" % (statistics.median(lat), percentile(lat, 95),
-                                         len(lat), missing, min(lat), max(lat)))
+    print("%.3f %.3f %d %d %.3f %.3f %.3f %.3f" % (
+        statistics.median(lat), percentile(lat, 95), len(lat), missing, min(lat), max(lat),
+        statistics.median(upper), percentile(upper, 95)))
 
 
 def polling_rows(tasks, rows_path, scale, example):
