@@ -1,6 +1,16 @@
--- kling--0.1--0.2.sql: reporting views, the worker view, retention index
+-- kling--0.1--0.2.sql: reporting views, the worker view, indexes for retention and due work
 
 \echo Use "ALTER EXTENSION kling UPDATE TO '0.2'" to load this file. \quit
+
+-- Due work by kind, so that every query of the worker's round reads only
+-- what it returns.
+DROP INDEX kling_tasks_due_idx;
+CREATE INDEX kling_tasks_send_idx ON kling_tasks (id)
+    WHERE status = 'pending';
+CREATE INDEX kling_tasks_send_due_idx ON kling_tasks (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX kling_tasks_poll_idx ON kling_tasks (next_attempt_at)
+    WHERE status IN ('queued', 'generating');
 
 -- Final tasks by age, for kling.retention.
 CREATE INDEX kling_tasks_final_idx ON kling_tasks (completed_at)

@@ -52,10 +52,15 @@ COMMENT ON COLUMN kling_tasks.target_table IS
 COMMENT ON COLUMN kling_tasks.delivery_error IS
     'Why writing the URL back or calling the callback failed, if it did';
 
--- The worker finds due work through this index; final tasks stay out of it,
--- so it stays small however long the history grows.
-CREATE INDEX kling_tasks_due_idx ON kling_tasks (next_attempt_at)
-    WHERE status IN ('pending', 'submitting', 'queued', 'generating');
+-- The worker finds due work through these; final tasks stay out of them,
+-- so they stay small however long the history grows.  Pending tasks are
+-- sent oldest first; tasks at the provider are polled when due.
+CREATE INDEX kling_tasks_send_idx ON kling_tasks (id)
+    WHERE status = 'pending';
+CREATE INDEX kling_tasks_send_due_idx ON kling_tasks (next_attempt_at)
+    WHERE status = 'pending';
+CREATE INDEX kling_tasks_poll_idx ON kling_tasks (next_attempt_at)
+    WHERE status IN ('queued', 'generating');
 
 -- The spend limits count a role's tasks through these.
 CREATE INDEX kling_tasks_owner_active_idx ON kling_tasks (owner)

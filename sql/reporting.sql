@@ -44,7 +44,10 @@ SET enable_seqscan = off;
 EXPLAIN (COSTS OFF) SELECT * FROM kling_tasks WHERE id = 42;
 EXPLAIN (COSTS OFF) SELECT id FROM kling_tasks WHERE status = 'pending' AND next_attempt_at <= now()
     ORDER BY id LIMIT 10 FOR UPDATE SKIP LOCKED;
-EXPLAIN (COSTS OFF) SELECT min(next_attempt_at) FROM kling_tasks WHERE status IN ('queued', 'generating');
+EXPLAIN (COSTS OFF) SELECT id FROM kling_tasks WHERE status IN ('queued', 'generating')
+    AND next_attempt_at <= now() ORDER BY next_attempt_at LIMIT 10 FOR UPDATE SKIP LOCKED;
+EXPLAIN (COSTS OFF) SELECT next_attempt_at FROM kling_tasks WHERE status = 'pending'
+    ORDER BY next_attempt_at LIMIT 1;
 EXPLAIN (COSTS OFF) SELECT id FROM kling_tasks WHERE status IN ('completed', 'failed', 'cancelled')
     AND completed_at < now() - interval '30 days' LIMIT 1000;
 RESET enable_seqscan;

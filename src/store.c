@@ -48,7 +48,8 @@ typedef enum KlingPlanId
 	KLING_PLAN_NOTE_DELIVERY_ERROR,
 	KLING_PLAN_DELETE_EXPIRED,
 	KLING_PLAN_GENERATION_TIMES,
-	KLING_PLAN_NEXT_DUE,
+	KLING_PLAN_NEXT_POLL,
+	KLING_PLAN_NEXT_SEND,
 	KLING_NUM_PLANS
 } KlingPlanId;
 
@@ -127,7 +128,8 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		3, {INT8OID, TEXTOID, JSONBOID}
 	},
 	[KLING_PLAN_COUNT_IN_FLIGHT] = {
-		"SELECT count(*)::int4 FROM %1$s WHERE status IN ('submitting', 'queued', 'generating')",
+		"SELECT ((SELECT count(*) FROM %1$s WHERE status IN ('queued', 'generating'))"
+		" + (SELECT count(*) FROM %1$s WHERE status = 'submitting'))::int4",
 		0, {0}
 	},
 	[KLING_PLAN_CLAIM_CREATES] = {
@@ -173,10 +175,15 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		" GROUP BY 1, 2",
 		0, {0}
 	},
-	[KLING_PLAN_NEXT_DUE] = {
-		"SELECT min(next_attempt_at) FROM %1$s"
-		" WHERE status IN ('queued', 'generating') OR ($1 AND status = 'pending')",
-		1, {BOOLOID}
+	[KLING_PLAN_NEXT_POLL] = {
+		"SELECT next_attempt_at FROM %1$s WHERE status IN ('queued', 'generating')"
+		" ORDER BY next_attempt_at LIMIT 1",
+		0, {0}
+	},
+	[KLING_PLAN_NEXT_SEND] = {
+		"SELECT next_attempt_at FROM %1$s WHERE status = 'pending'"
+		" ORDER BY next_attempt_at LIMIT 1",
+		0, {0}
 	},
 };
 
@@ -215,6 +222,7 @@ static List *kling_collect_claims(bool creates);
 static void kling_note_finalized(int64 id);
 static void kling_note_finalized_rows(void);
 static char *kling_result_text(int column);
+static bool kling_first_timestamp(KlingPlanId id, TimestampTz *value);
 
 /*
  * Make sure the kept plans belong to the installed extension, and know
@@ -781,18 +789,34 @@ kling_store_claim_polls(int limit, int lease_ms)
 	return kling_collect_claims(false);
 }
 
+/* The first value of a one-column, at-most-one-row plan, if any. */
+static bool
+kling_first_timestamp(KlingPlanId id, TimestampTz *value)
+{
+	bool		isnull = true;
+
+	kling_execute(id, NULL, NULL, 1);
+	if (SPI_processed > 0)
+		*value = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+												   SPI_tuptable->tupdesc, 1, &isnull));
+	return !isnull;
+}
+
 /*
  * When the next poll (and, if include_pending, the next send) is due.
- * Returns false if nothing is waiting.
+ * Returns false if nothing is waiting.  Each look reads one index entry.
  */
 bool
 kling_store_next_due(bool include_pending, TimestampTz *due)
 {
-	Datum		values[1] = {BoolGetDatum(include_pending)};
-	bool		isnull;
+	TimestampTz send;
+	bool		found = kling_first_timestamp(KLING_PLAN_NEXT_POLL, due);
 
-	kling_execute(KLING_PLAN_NEXT_DUE, values, NULL, 1);
-	*due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
-											 SPI_tuptable->tupdesc, 1, &isnull));
-	return !isnull;
+	if (include_pending && kling_first_timestamp(KLING_PLAN_NEXT_SEND, &send) &&
+		(!found || send < *due))
+	{
+		*due = send;
+		found = true;
+	}
+	return found;
 }
