@@ -20,8 +20,9 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
-#include "utils/builtins.h"
 #include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/inval.h"
 #include "utils/jsonb.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
@@ -192,6 +193,9 @@ static Oid	kling_plans_extension = InvalidOid;
 static char kling_table_name[2 * NAMEDATALEN + 16];
 static Oid	kling_table_owner = InvalidOid;
 static Oid	kling_table_rowtype = InvalidOid;
+static Oid	kling_table_oid = InvalidOid;
+static bool kling_table_known = false;
+static bool kling_callback_registered = false;
 
 /* Tasks the current worker round made final, to deliver and announce. */
 static List *kling_finalized = NIL;
@@ -215,6 +219,7 @@ typedef struct KlingCaller
 static MemoryContext kling_round_context = NULL;
 
 static bool kling_store_refresh_plans(void);
+static void kling_relcache_invalidated(Datum arg, Oid relid);
 static SPIPlanPtr kling_plan(KlingPlanId id);
 static int	kling_execute(KlingPlanId id, Datum *values, const char *nulls,
 						  long limit);
@@ -232,12 +237,26 @@ static bool kling_first_timestamp(KlingPlanId id, TimestampTz *value);
 static bool
 kling_store_refresh_plans(void)
 {
-	Oid			ext = get_extension_oid("kling", true);
-	Datum		arg = ObjectIdGetDatum(ext);
+	Oid			ext;
+	Datum		arg;
 	bool		isnull;
 
-	if (ext == kling_plans_extension)
-		return OidIsValid(ext);
+	/* Known good until the table's relcache entry is invalidated. */
+	if (kling_table_known)
+		return true;
+	if (!kling_callback_registered)
+	{
+		CacheRegisterRelcacheCallback(kling_relcache_invalidated, (Datum) 0);
+		kling_callback_registered = true;
+	}
+
+	ext = get_extension_oid("kling", true);
+	arg = ObjectIdGetDatum(ext);
+	if (ext == kling_plans_extension && OidIsValid(ext))
+	{
+		kling_table_known = true;
+		return true;
+	}
 
 	for (int i = 0; i < KLING_NUM_PLANS; i++)
 	{
@@ -250,7 +269,7 @@ kling_store_refresh_plans(void)
 		return false;
 
 	if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(n.nspname) || '.kling_tasks',"
-							  " c.relowner, c.reltype"
+							  " c.relowner, c.reltype, c.oid"
 							  " FROM pg_catalog.pg_extension e"
 							  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
 							  " JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid"
@@ -267,8 +286,22 @@ kling_store_refresh_plans(void)
 													   SPI_tuptable->tupdesc, 2, &isnull));
 	kling_table_rowtype = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 														 SPI_tuptable->tupdesc, 3, &isnull));
+	kling_table_oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+													 SPI_tuptable->tupdesc, 4, &isnull));
 	kling_plans_extension = ext;
+	kling_table_known = true;
 	return true;
+}
+
+/*
+ * The table changed or went away (DROP EXTENSION): look the extension up
+ * again before the next statement.
+ */
+static void
+kling_relcache_invalidated(Datum arg, Oid relid)
+{
+	if (relid == InvalidOid || relid == kling_table_oid)
+		kling_table_known = false;
 }
 
 /* The kept plan for a statement, prepared on first use. */
