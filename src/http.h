@@ -22,6 +22,7 @@ typedef struct KlingHttpRequest
 	int64		task_id;
 	int			attempts;		/* transient failures so far */
 	int			first_poll_ms;	/* creates: when to poll first, once accepted */
+	bool		learned;		/* the history knows how long such tasks take */
 
 	/* The response, filled in as it arrives (buffers are malloc'd). */
 	long		http_status;

@@ -145,7 +145,7 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		" FROM (SELECT id FROM %1$s WHERE status IN ('queued', 'generating')"
 		"       AND next_attempt_at <= now()"
 		"       ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) c"
-		" WHERE t.id = c.id RETURNING t.id, t.generation_id, t.attempts",
+		" WHERE t.id = c.id RETURNING t.id, t.generation_id, t.attempts, t.opts",
 		2, {INT4OID, INT4OID}
 	},
 	[KLING_PLAN_FETCH_DELIVERY] = {
@@ -789,6 +789,7 @@ kling_collect_claims(bool creates)
 		{
 			claim->generation_id = TextDatumGetCString(SPI_getbinval(tuple, desc, 2, &isnull));
 			claim->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
+			claim->opts = DatumGetJsonbPCopy(SPI_getbinval(tuple, desc, 4, &isnull));
 		}
 		claims = lappend(claims, claim);
 	}

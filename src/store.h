@@ -38,7 +38,7 @@ typedef struct KlingClaim
 {
 	int64		id;
 	char	   *prompt;			/* creates only */
-	Jsonb	   *opts;			/* creates only */
+	Jsonb	   *opts;
 	char	   *generation_id;	/* polls only */
 	int			attempts;
 } KlingClaim;

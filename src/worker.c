@@ -100,7 +100,7 @@ static bool kling_hold_ended(void);
 static void kling_start_requests(List *creates, List *polls);
 static void kling_apply_retention(void);
 static void kling_refresh_generation_times(void);
-static int	kling_first_poll_ms(Jsonb *opts);
+static bool kling_learned_start_ms(Jsonb *opts, int *first_poll_ms);
 static void kling_note_error(const char *message);
 static long kling_wait_timeout(void);
 
@@ -417,6 +417,9 @@ kling_decide(KlingHttpRequest *req, KlingTaskUpdate *u)
 			break;
 		case KLING_OUTCOME_PENDING:
 			u->status = r.state;
+			/* Inside the learned window completions are near: look twice as often. */
+			if (req->learned)
+				u->next_attempt_ms = Max(kling_poll_interval_ms / 2, 1);
 			break;
 		case KLING_OUTCOME_COMPLETED:
 			u->status = "completed";
@@ -531,16 +534,20 @@ kling_start_requests(List *creates, List *polls)
 
 		req = kling_http_start(KLING_REQUEST_CREATE, c->id, c->attempts, create_url,
 							   kling_create_body(c->prompt, c->opts));
-		req->first_poll_ms = kling_first_poll_ms(c->opts);
+		req->learned = kling_learned_start_ms(c->opts, &req->first_poll_ms);
 	}
 
 	foreach(lc, polls)
 	{
 		KlingClaim *c = lfirst(lc);
 
-		kling_http_start(KLING_REQUEST_POLL, c->id, c->attempts,
-						 kling_poll_url(kling_base_url, kling_api_route, c->generation_id),
-						 NULL);
+		KlingHttpRequest *req;
+		int			unused;
+
+		req = kling_http_start(KLING_REQUEST_POLL, c->id, c->attempts,
+							   kling_poll_url(kling_base_url, kling_api_route, c->generation_id),
+							   NULL);
+		req->learned = kling_learned_start_ms(c->opts, &unused);
 	}
 
 	kling_stats.requests_sent += list_length(creates) + list_length(polls);
@@ -601,11 +608,12 @@ kling_refresh_generation_times(void)
  * When to poll a task first, from the history of its model and duration:
  * one poll interval before the time by which the quickest 5% of recent such
  * tasks had finished (learned anew every 10 s).  No poll before then is
- * likely to find it done, so the polls go where the completions are.  0
- * without enough history.
+ * likely to find it done, so the polls go where the completions are, and
+ * from then on they come at half the poll interval.  Returns false, and
+ * *first_poll_ms = 0, without enough history.
  */
-static int
-kling_first_poll_ms(Jsonb *opts)
+static bool
+kling_learned_start_ms(Jsonb *opts, int *first_poll_ms)
 {
 	JsonbValue	model;
 	JsonbValue	duration;
@@ -613,11 +621,12 @@ kling_first_poll_ms(Jsonb *opts)
 	char	   *duration_text;
 	ListCell   *lc;
 
+	*first_poll_ms = 0;
 	if (getKeyJsonValueFromContainer(&opts->root, "model", 5, &model) == NULL ||
 		model.type != jbvString ||
 		getKeyJsonValueFromContainer(&opts->root, "duration", 8, &duration) == NULL ||
 		duration.type != jbvNumeric)
-		return 0;
+		return false;
 	model_text = pnstrdup(model.val.string.val, model.val.string.len);
 	duration_text = DatumGetCString(DirectFunctionCall1(numeric_out,
 														NumericGetDatum(duration.val.numeric)));
@@ -628,7 +637,10 @@ kling_first_poll_ms(Jsonb *opts)
 
 		if (t->samples >= KLING_HISTORY_MIN_SAMPLES &&
 			strcmp(t->model, model_text) == 0 && strcmp(t->duration, duration_text) == 0)
-			return Max(0, t->p5_ms - kling_poll_interval_ms);
+		{
+			*first_poll_ms = Max(0, t->p5_ms - kling_poll_interval_ms);
+			return true;
+		}
 	}
-	return 0;
+	return false;
 }
