@@ -167,7 +167,7 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 	},
 	[KLING_PLAN_GENERATION_TIMES] = {
 		"SELECT opts ->> 'model', opts ->> 'duration', count(*)::int4,"
-		" (percentile_cont(0.05) WITHIN GROUP"
+		" (percentile_cont(0.01) WITHIN GROUP"
 		"   (ORDER BY extract(epoch FROM completed_at - submitted_at) * 1000))::int4"
 		" FROM (SELECT opts, submitted_at, completed_at FROM %1$s"
 		"       WHERE status = 'completed' AND completed_at > now() - interval '7 days'"
@@ -639,7 +639,7 @@ kling_store_delete_expired(int retention_s, int limit)
 
 /*
  * How long recent tasks took at the provider, per model and duration: the
- * number of samples and the 5th percentile, from the last 2000 completed
+ * number of samples and the 1st percentile, from the last 2000 completed
  * in the past week.  Allocated in the given context.
  */
 List *
@@ -660,7 +660,7 @@ kling_store_generation_times(MemoryContext context)
 		t->model = SPI_getvalue(tuple, desc, 1);
 		t->duration = SPI_getvalue(tuple, desc, 2);
 		t->samples = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
-		t->p5_ms = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
+		t->p1_ms = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
 		if (t->model != NULL && t->duration != NULL)
 			times = lappend(times, t);
 	}

@@ -73,7 +73,7 @@ typedef struct KlingGenerationTime
 	char	   *model;
 	char	   *duration;
 	int			samples;
-	int			p5_ms;			/* 5th percentile, sending to completion */
+	int			p1_ms;			/* 1st percentile, sending to completion */
 } KlingGenerationTime;
 
 /* Called by the SQL functions, in the caller's transaction. */

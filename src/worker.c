@@ -157,7 +157,8 @@ kling_worker_main(Datum main_arg)
 			woken = true;
 		}
 
-		if (woken || kling_http_has_done() || kling_hold_ended() ||
+		/* While held, a commit's wake-up has nothing to send: sleep on. */
+		if ((woken && !kling_holding()) || kling_http_has_done() || kling_hold_ended() ||
 			(kling_next_due != 0 && GetCurrentTimestamp() >= kling_next_due))
 			kling_worker_round();
 	}
@@ -606,7 +607,7 @@ kling_refresh_generation_times(void)
 
 /*
  * When to poll a task first, from the history of its model and duration:
- * one poll interval before the time by which the quickest 5% of recent such
+ * one poll interval before the time by which the quickest 1% of recent such
  * tasks had finished (learned anew every 10 s).  No poll before then is
  * likely to find it done, so the polls go where the completions are, and
  * from then on they come at half the poll interval.  Returns false, and
@@ -638,7 +639,7 @@ kling_learned_start_ms(Jsonb *opts, int *first_poll_ms)
 		if (t->samples >= KLING_HISTORY_MIN_SAMPLES &&
 			strcmp(t->model, model_text) == 0 && strcmp(t->duration, duration_text) == 0)
 		{
-			*first_poll_ms = Max(0, t->p5_ms - kling_poll_interval_ms);
+			*first_poll_ms = Max(0, t->p1_ms - kling_poll_interval_ms);
 			return true;
 		}
 	}
