@@ -331,11 +331,10 @@ kling_round_transaction(List *done, bool isolate)
 		 * or every request slot busy) must not make the loop spin: look
 		 * again a little later.  Finished requests wake the loop anyway.
 		 */
-		TimestampTz soon = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   Min(kling_poll_interval_ms, 1000));
+		TimestampTz now = GetCurrentTimestamp();
 
-		if (kling_next_due < soon && creates == NIL && polls == NIL)
-			kling_next_due = soon;
+		if (kling_next_due <= now && creates == NIL && polls == NIL)
+			kling_next_due = TimestampTzPlusMilliseconds(now, Min(kling_poll_interval_ms, 1000));
 	}
 	kling_store_end_round();
 
