@@ -46,6 +46,7 @@ static void kling_shmem_request(void);
 static void kling_shmem_startup(void);
 static void kling_shmem_detach_worker(int code, Datum arg);
 static void kling_xact_callback(XactEvent event, void *arg);
+static void kling_watch_commit(void);
 
 /*
  * Install the hooks that reserve and create the shared state.  Called from
@@ -123,17 +124,24 @@ kling_shmem_detach_worker(int code, Datum arg)
 	SpinLockRelease(&kling_shared->mutex);
 }
 
-/*
- * Ask for the worker to be woken when the current transaction commits.
- */
-void
-kling_wake_worker_at_commit(void)
+/* Have this process's commits and aborts seen by kling_xact_callback. */
+static void
+kling_watch_commit(void)
 {
 	if (!xact_callback_registered)
 	{
 		RegisterXactCallback(kling_xact_callback, NULL);
 		xact_callback_registered = true;
 	}
+}
+
+/*
+ * Ask for the worker to be woken when the current transaction commits.
+ */
+void
+kling_wake_worker_at_commit(void)
+{
+	kling_watch_commit();
 	wake_requested = true;
 }
 
@@ -144,11 +152,7 @@ kling_wake_worker_at_commit(void)
 void
 kling_announce_final_at_commit(void)
 {
-	if (!xact_callback_registered)
-	{
-		RegisterXactCallback(kling_xact_callback, NULL);
-		xact_callback_registered = true;
-	}
+	kling_watch_commit();
 	final_announced = true;
 }
 

@@ -192,7 +192,6 @@ static SPIPlanPtr kling_plans[KLING_NUM_PLANS];
 static Oid	kling_plans_extension = InvalidOid;
 static char kling_table_name[2 * NAMEDATALEN + 16];
 static Oid	kling_table_owner = InvalidOid;
-static Oid	kling_table_rowtype = InvalidOid;
 static Oid	kling_table_oid = InvalidOid;
 static bool kling_table_known = false;
 static bool kling_callback_registered = false;
@@ -269,7 +268,7 @@ kling_store_refresh_plans(void)
 		return false;
 
 	if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(n.nspname) || '.kling_tasks',"
-							  " c.relowner, c.reltype, c.oid"
+							  " c.relowner, c.oid"
 							  " FROM pg_catalog.pg_extension e"
 							  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
 							  " JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid"
@@ -284,10 +283,8 @@ kling_store_refresh_plans(void)
 											   SPI_tuptable->tupdesc, 1, &isnull)));
 	kling_table_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 													   SPI_tuptable->tupdesc, 2, &isnull));
-	kling_table_rowtype = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-														 SPI_tuptable->tupdesc, 3, &isnull));
 	kling_table_oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-													 SPI_tuptable->tupdesc, 4, &isnull));
+													 SPI_tuptable->tupdesc, 3, &isnull));
 	kling_plans_extension = ext;
 	kling_table_known = true;
 	return true;
@@ -564,13 +561,6 @@ List *
 kling_store_finalized(void)
 {
 	return kling_finalized;
-}
-
-/* The row type of kling_tasks, for checking callbacks. */
-Oid
-kling_store_row_type(void)
-{
-	return kling_table_rowtype;
 }
 
 /* A text column of the last result, copied to the round context, or NULL. */

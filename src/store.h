@@ -96,6 +96,5 @@ extern KlingDelivery *kling_store_fetch_delivery(int64 id);
 extern void kling_store_note_delivery_error(int64 id, const char *error);
 extern int	kling_store_delete_expired(int retention_s, int limit);
 extern List *kling_store_generation_times(MemoryContext context);
-extern Oid	kling_store_row_type(void);
 
 #endif							/* KLING_STORE_H */
