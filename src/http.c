@@ -25,6 +25,12 @@
 #include "kling.h"
 #include "http.h"
 
+/*
+ * A create reuses a connection only if it has been idle at most this long
+ * (seconds): servers close idle connections after a minute or more.
+ */
+#define KLING_CREATE_MAX_IDLE_S 5L
+
 /* A socket curl wants watched, and for what (CURL_POLL_*). */
 typedef struct KlingSocket
 {
@@ -52,6 +58,9 @@ static size_t kling_write_callback(char *data, size_t size, size_t nmemb,
 								   void *userp);
 static size_t kling_header_callback(char *data, size_t size, size_t nitems,
 									void *userp);
+static size_t kling_read_callback(char *buffer, size_t size, size_t nitems,
+								  void *userp);
+static int	kling_seek_callback(void *userp, curl_off_t offset, int origin);
 static void kling_collect_done(void);
 
 /*
@@ -152,6 +161,28 @@ kling_write_callback(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
+/* Hand curl the next piece of a create's body. */
+static size_t
+kling_read_callback(char *buffer, size_t size, size_t nitems, void *userp)
+{
+	KlingHttpRequest *req = userp;
+	size_t		n = Min(size * nitems, req->post_len - req->post_sent);
+
+	memcpy(buffer, req->post_body + req->post_sent, n);
+	req->post_sent += n;
+	return n;
+}
+
+/*
+ * curl asks to rewind a body only to send it again: refuse, so that a
+ * create that may have reached the provider is never sent twice.
+ */
+static int
+kling_seek_callback(void *userp, curl_off_t offset, int origin)
+{
+	return CURL_SEEKFUNC_FAIL;
+}
+
 /* Keep the Retry-After header; the others are not needed. */
 static size_t
 kling_header_callback(char *data, size_t size, size_t nitems, void *userp)
@@ -204,21 +235,33 @@ kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
 	pfree(auth);
 	req->headers = curl_slist_append(req->headers, "Accept: application/json");
 	if (post_body != NULL)
+	{
 		req->headers = curl_slist_append(req->headers, "Content-Type: application/json");
+		/* The body is small: no round trip waiting for "100 Continue". */
+		req->headers = curl_slist_append(req->headers, "Expect:");
+	}
 
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
 	if (post_body != NULL)
 	{
-		curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, post_body);
-
 		/*
-		 * curl silently sends a request again when a reused connection
-		 * turns out closed; a create must never go twice, so it gets a
-		 * connection of its own.
+		 * curl sends a request again by itself when a reused connection
+		 * turns out closed.  A create must never go twice: its body comes
+		 * from a read callback that cannot be rewound, so curl may only
+		 * retry a create none of whose body was written; otherwise the
+		 * transfer fails and the outcome is unknown.
 		 */
-		curl_easy_setopt(easy, CURLOPT_FRESH_CONNECT, 1L);
-		curl_easy_setopt(easy, CURLOPT_FORBID_REUSE, 1L);
+		req->post_body = MemoryContextStrdup(kling_http_context, post_body);
+		req->post_len = strlen(post_body);
+		curl_easy_setopt(easy, CURLOPT_POST, 1L);
+		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->post_len);
+		curl_easy_setopt(easy, CURLOPT_READFUNCTION, kling_read_callback);
+		curl_easy_setopt(easy, CURLOPT_READDATA, req);
+		curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, kling_seek_callback);
+		curl_easy_setopt(easy, CURLOPT_SEEKDATA, req);
+		/* Connections long idle are the ones a server closes under us. */
+		curl_easy_setopt(easy, CURLOPT_MAXAGE_CONN, KLING_CREATE_MAX_IDLE_S);
 	}
 	else
 		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
@@ -345,7 +388,8 @@ kling_collect_done(void)
 		req->curl_result = msg->data.result;
 		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->http_status);
 		curl_easy_getinfo(req->easy, CURLINFO_REQUEST_SIZE, &sent);
-		req->request_sent = (sent > 0);
+		/* A refused rewind means the body went out on a dead connection. */
+		req->request_sent = (sent > 0 || req->curl_result == CURLE_SEND_FAIL_REWIND);
 
 		curl_multi_remove_handle(kling_multi, req->easy);
 		kling_active--;
@@ -392,6 +436,8 @@ kling_http_free(KlingHttpRequest *req)
 	curl_easy_cleanup(req->easy);
 	curl_slist_free_all(req->headers);
 	free(req->body);
+	if (req->post_body != NULL)
+		pfree(req->post_body);
 	pfree(req);
 }
 

@@ -24,6 +24,11 @@ typedef struct KlingHttpRequest
 	int			first_poll_ms;	/* creates: when to poll first, once accepted */
 	bool		learned;		/* the history knows how long such tasks take */
 
+	/* A create's body, handed to curl as it sends. */
+	char	   *post_body;
+	size_t		post_len;
+	size_t		post_sent;
+
 	/* The response, filled in as it arrives (buffers are malloc'd). */
 	long		http_status;
 	char	   *body;

@@ -6,7 +6,10 @@
  *
  * A backend that enqueues or cancels a task asks to wake the worker; the
  * wake happens in a transaction callback at commit, so a rolled-back
- * transaction never wakes it and a committed one does at once.  Likewise a
+ * transaction never wakes it and a committed one does at once.  One wake
+ * stands for all commits until the worker takes it at the start of its next
+ * round: under a stream of commits the worker is signalled about once a
+ * round, not once a commit, and not at all while it holds.  Likewise a
  * transaction that makes tasks final wakes every kling_wait at its commit,
  * through a condition variable.
  *
@@ -18,6 +21,7 @@
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/condition_variable.h"
+#include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/proc.h"
@@ -31,6 +35,8 @@ typedef struct KlingSharedState
 	slock_t		mutex;
 	Oid			database_id;	/* database the worker serves */
 	Latch	   *worker_latch;	/* NULL while no worker runs */
+	pg_atomic_uint32 wake_pending;	/* a commit set the latch since the
+									 * worker's last round began */
 	ConditionVariable task_final;	/* broadcast when tasks become final */
 	KlingWorkerStats stats;		/* under mutex */
 } KlingSharedState;
@@ -86,6 +92,7 @@ kling_shmem_startup(void)
 		SpinLockInit(&kling_shared->mutex);
 		kling_shared->database_id = InvalidOid;
 		kling_shared->worker_latch = NULL;
+		pg_atomic_init_u32(&kling_shared->wake_pending, 0);
 		ConditionVariableInit(&kling_shared->task_final);
 		memset(&kling_shared->stats, 0, sizeof(KlingWorkerStats));
 	}
@@ -106,6 +113,8 @@ kling_shmem_attach_worker(void)
 	kling_shared->database_id = MyDatabaseId;
 	kling_shared->worker_latch = &MyProc->procLatch;
 	SpinLockRelease(&kling_shared->mutex);
+	/* The first round looks at the table anyway. */
+	pg_atomic_write_u32(&kling_shared->wake_pending, 0);
 
 	before_shmem_exit(kling_shmem_detach_worker, (Datum) 0);
 }
@@ -122,6 +131,17 @@ kling_shmem_detach_worker(int code, Datum arg)
 		kling_shared->stats.pid = 0;
 	}
 	SpinLockRelease(&kling_shared->mutex);
+}
+
+/*
+ * The worker takes the pending wake as it begins a round: a commit after
+ * this sets its latch again.  The exchange is a full barrier, so the round's
+ * snapshot, taken later, sees every commit whose wake was taken here.
+ */
+void
+kling_take_wake(void)
+{
+	(void) pg_atomic_exchange_u32(&kling_shared->wake_pending, 0);
 }
 
 /* Have this process's commits and aborts seen by kling_xact_callback. */
@@ -235,7 +255,15 @@ kling_xact_callback(XactEvent event, void *arg)
 		return;
 	wake_requested = false;
 
+	/*
+	 * A wake is already pending: the worker's next round sees this commit.
+	 * The barrier orders the commit before the read, as kling_take_wake
+	 * orders its exchange before the round's snapshot.
+	 */
 	if (kling_shared == NULL)
+		return;
+	pg_memory_barrier();
+	if (pg_atomic_read_u32(&kling_shared->wake_pending) != 0)
 		return;
 
 	SpinLockAcquire(&kling_shared->mutex);
@@ -243,6 +271,6 @@ kling_xact_callback(XactEvent event, void *arg)
 		latch = kling_shared->worker_latch;
 	SpinLockRelease(&kling_shared->mutex);
 
-	if (latch != NULL)
+	if (latch != NULL && pg_atomic_exchange_u32(&kling_shared->wake_pending, 1) == 0)
 		SetLatch(latch);
 }

@@ -29,6 +29,7 @@ typedef struct KlingWorkerStats
 
 extern void kling_shmem_register(void);
 extern void kling_shmem_attach_worker(void);
+extern void kling_take_wake(void);
 extern void kling_wake_worker_at_commit(void);
 extern void kling_announce_final_at_commit(void);
 extern bool kling_sleep_until_final(long timeout_ms);

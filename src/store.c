@@ -21,9 +21,11 @@
 #include "executor/spi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/array.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
+#include "utils/lsyscache.h"
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
@@ -108,20 +110,26 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		1, {INT4OID}
 	},
 	[KLING_PLAN_APPLY] = {
-		"UPDATE %1$s SET status = coalesce($2, status),"
-		" generation_id = coalesce($3, generation_id),"
-		" video_url = coalesce($4, video_url),"
-		" result = coalesce($5, result),"
-		" error = $6,"
-		" attempts = $7,"
-		" next_attempt_at = now() + $8 * interval '1 millisecond',"
-		" submitted_at = CASE WHEN status = 'submitting' AND $2 IN ('queued', 'generating')"
-		"                THEN now() ELSE submitted_at END,"
-		" completed_at = CASE WHEN $2 IN ('completed', 'failed', 'cancelled')"
+		"UPDATE %1$s t SET status = coalesce(u.status, t.status),"
+		" generation_id = coalesce(u.generation_id, t.generation_id),"
+		" video_url = coalesce(u.video_url, t.video_url),"
+		" result = coalesce(u.result, t.result),"
+		" error = u.error,"
+		" attempts = u.attempts,"
+		" next_attempt_at = now() + u.next_ms * interval '1 millisecond',"
+		" submitted_at = CASE WHEN t.status = 'submitting' AND u.status IN ('queued', 'generating')"
+		"                THEN now() ELSE t.submitted_at END,"
+		" completed_at = CASE WHEN u.status IN ('completed', 'failed', 'cancelled')"
 		"                THEN now() END,"
 		" updated_at = now()"
-		" WHERE id = $1 AND status IN ($9, $10)",
-		10, {INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID, INT4OID, INT4OID, TEXTOID, TEXTOID}
+		" FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) WITH ORDINALITY"
+		"      AS u(id, status, generation_id, video_url, result, error, attempts, next_ms,"
+		"           from_create, n)"
+		" WHERE t.id = u.id AND CASE WHEN u.from_create THEN t.status = 'submitting'"
+		"                       ELSE t.status IN ('queued', 'generating') END"
+		" RETURNING u.n",
+		9, {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
+			TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, BOOLARRAYOID}
 	},
 	[KLING_PLAN_NOTE_CANCELLED] = {
 		"UPDATE %1$s SET generation_id = $2, result = $3, submitted_at = now(), updated_at = now()"
@@ -696,51 +704,126 @@ kling_store_expire(int task_timeout_ms)
 	return (int) SPI_processed;
 }
 
-/*
- * Write one result.  Nothing changes if the task left the expected state
- * meanwhile (it was cancelled); a cancelled task still records the
- * generation id its create got, for the history.  Returns whether the task
- * was updated.
- */
-bool
-kling_store_apply(const KlingTaskUpdate *u)
+/* A one-dimensional array of n values of the given type, for a plan's parameter. */
+static Datum
+kling_array(Datum *values, bool *nulls, int n, Oid type)
 {
-	Datum		values[10];
-	char		nulls[10];
-	bool		submitting = (u->expect == KLING_EXPECT_SUBMITTING);
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	int			lbound = 1;
 
-	memset(nulls, ' ', sizeof(nulls));
-	values[0] = Int64GetDatum(u->id);
-	values[1] = u->status ? CStringGetTextDatum(u->status) : (nulls[1] = 'n', 0);
-	values[2] = u->generation_id ? CStringGetTextDatum(u->generation_id) : (nulls[2] = 'n', 0);
-	values[3] = u->video_url ? CStringGetTextDatum(u->video_url) : (nulls[3] = 'n', 0);
-	values[4] = u->result ? JsonbPGetDatum(u->result) : (nulls[4] = 'n', 0);
-	values[5] = u->error ? CStringGetTextDatum(u->error) : (nulls[5] = 'n', 0);
-	values[6] = Int32GetDatum(u->attempts);
-	values[7] = Int32GetDatum(u->next_attempt_ms);
-	values[8] = CStringGetTextDatum(submitting ? "submitting" : "queued");
-	values[9] = CStringGetTextDatum(submitting ? "submitting" : "generating");
+	get_typlenbyvalalign(type, &typlen, &typbyval, &typalign);
+	return PointerGetDatum(construct_md_array(values, nulls, 1, &n, &lbound,
+											  type, typlen, typbyval, typalign));
+}
 
-	kling_execute(KLING_PLAN_APPLY, values, nulls, 0);
-	if (SPI_processed > 0)
+/* A text value, or a null when NULL. */
+static Datum
+kling_text_or_null(const char *value, bool *isnull)
+{
+	*isnull = (value == NULL);
+	return value ? CStringGetTextDatum(value) : (Datum) 0;
+}
+
+/*
+ * Write the round's results, all in one statement.  A task that left the
+ * expected state meanwhile (it was cancelled) is not changed, but still
+ * records the generation id its create got, for the history.
+ */
+void
+kling_store_apply_all(const KlingTaskUpdate *updates, int n)
+{
+	enum
 	{
-		if (u->status != NULL &&
-			(strcmp(u->status, "completed") == 0 || strcmp(u->status, "failed") == 0))
-			kling_note_finalized(u->id);
-		return true;
+		ID, STATUS, GENERATION_ID, VIDEO_URL, RESULT, ERROR_TEXT, ATTEMPTS, NEXT_MS,
+		FROM_CREATE, NCOLUMNS
+	};
+	static const Oid types[NCOLUMNS] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID,
+	TEXTOID, INT4OID, INT4OID, BOOLOID};
+	Datum		params[NCOLUMNS];
+	bool	   *applied;
+
+	if (n == 0)
+		return;
+
+	for (int c = 0; c < NCOLUMNS; c++)
+	{
+		Datum	   *values = palloc(n * sizeof(Datum));
+		bool	   *nulls = palloc0(n * sizeof(bool));
+
+		for (int i = 0; i < n; i++)
+		{
+			const KlingTaskUpdate *u = &updates[i];
+
+			switch (c)
+			{
+				case ID:
+					values[i] = Int64GetDatum(u->id);
+					break;
+				case STATUS:
+					values[i] = kling_text_or_null(u->status, &nulls[i]);
+					break;
+				case GENERATION_ID:
+					values[i] = kling_text_or_null(u->generation_id, &nulls[i]);
+					break;
+				case VIDEO_URL:
+					values[i] = kling_text_or_null(u->video_url, &nulls[i]);
+					break;
+				case RESULT:
+					nulls[i] = (u->result == NULL);
+					values[i] = JsonbPGetDatum(u->result);
+					break;
+				case ERROR_TEXT:
+					values[i] = kling_text_or_null(u->error, &nulls[i]);
+					break;
+				case ATTEMPTS:
+					values[i] = Int32GetDatum(u->attempts);
+					break;
+				case NEXT_MS:
+					values[i] = Int32GetDatum(u->next_attempt_ms);
+					break;
+				case FROM_CREATE:
+					values[i] = BoolGetDatum(u->expect == KLING_EXPECT_SUBMITTING);
+					break;
+			}
+		}
+		params[c] = kling_array(values, nulls, n, types[c]);
 	}
 
-	if (submitting && u->generation_id != NULL)
-	{
-		Datum		note[3];
-		char		note_nulls[3] = {' ', ' ', u->result ? ' ' : 'n'};
+	kling_execute(KLING_PLAN_APPLY, params, NULL, 0);
 
-		note[0] = values[0];
-		note[1] = values[2];
-		note[2] = values[4];
-		kling_execute(KLING_PLAN_NOTE_CANCELLED, note, note_nulls, 0);
+	applied = palloc0(n * sizeof(bool));
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		int64		i = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+													SPI_tuptable->tupdesc, 1, &isnull));
+
+		applied[i - 1] = true;
 	}
-	return false;
+
+	for (int i = 0; i < n; i++)
+	{
+		const KlingTaskUpdate *u = &updates[i];
+
+		if (applied[i])
+		{
+			if (u->status != NULL &&
+				(strcmp(u->status, "completed") == 0 || strcmp(u->status, "failed") == 0))
+				kling_note_finalized(u->id);
+		}
+		else if (u->expect == KLING_EXPECT_SUBMITTING && u->generation_id != NULL)
+		{
+			Datum		note[3];
+			char		note_nulls[3] = {' ', ' ', u->result ? ' ' : 'n'};
+
+			note[0] = Int64GetDatum(u->id);
+			note[1] = CStringGetTextDatum(u->generation_id);
+			note[2] = u->result ? JsonbPGetDatum(u->result) : (Datum) 0;
+			kling_execute(KLING_PLAN_NOTE_CANCELLED, note, note_nulls, 0);
+		}
+	}
 }
 
 /* Tasks that count against kling.max_in_flight. */

@@ -86,7 +86,7 @@ extern bool kling_store_begin_round(void);
 extern void kling_store_end_round(void);
 extern int	kling_store_recover(void);
 extern int	kling_store_expire(int task_timeout_ms);
-extern bool kling_store_apply(const KlingTaskUpdate *update);
+extern void kling_store_apply_all(const KlingTaskUpdate *updates, int n);
 extern int	kling_store_count_in_flight(void);
 extern List *kling_store_claim_creates(int limit);
 extern List *kling_store_claim_polls(int limit, int lease_ms);

@@ -203,6 +203,9 @@ kling_worker_round(void)
 	MemoryContextReset(kling_round_context);
 	oldcontext = MemoryContextSwitchTo(kling_round_context);
 
+	/* Commits from now on wake the loop again. */
+	kling_take_wake();
+
 	while ((req = kling_http_next_done()) != NULL)
 		done = lappend(done, req);
 
@@ -249,6 +252,7 @@ kling_round_transaction(List *done, bool isolate)
 	int			room = KLING_MAX_REQUESTS - kling_http_active();
 	bool		can_send;
 	bool		housekeeping;
+	KlingTaskUpdate *updates;
 	ListCell   *lc;
 
 	pgstat_report_activity(STATE_RUNNING, "kling: writing results and claiming tasks");
@@ -273,16 +277,16 @@ kling_round_transaction(List *done, bool isolate)
 		kling_recovered = true;
 	}
 
+	updates = palloc(Max(list_length(done), 1) * sizeof(KlingTaskUpdate));
 	foreach(lc, done)
+		kling_decide(lfirst(lc), &updates[foreach_current_index(lc)]);
+	if (isolate)
 	{
-		KlingTaskUpdate update;
-
-		kling_decide(lfirst(lc), &update);
-		if (isolate)
-			kling_apply_isolated(&update);
-		else
-			kling_store_apply(&update);
+		for (int i = 0; i < list_length(done); i++)
+			kling_apply_isolated(&updates[i]);
 	}
+	else
+		kling_store_apply_all(updates, list_length(done));
 
 	housekeeping = TimestampDifferenceExceeds(kling_counted_at, GetCurrentTimestamp(),
 											  KLING_HOUSEKEEPING_MS);
@@ -345,7 +349,7 @@ kling_round_transaction(List *done, bool isolate)
 static void
 kling_apply_step(void *arg)
 {
-	kling_store_apply((KlingTaskUpdate *) arg);
+	kling_store_apply_all((KlingTaskUpdate *) arg, 1);
 }
 
 /*
@@ -367,7 +371,7 @@ kling_apply_isolated(KlingTaskUpdate *update)
 	update->result = NULL;
 	update->video_url = NULL;
 	update->error = psprintf("could not record the provider's response: %s", failure);
-	kling_store_apply(update);
+	kling_store_apply_all(update, 1);
 }
 
 /*
