@@ -27,7 +27,9 @@ get non-ASCII characters raw instead of \\u escapes):
   GET    /__mock/config          current settings
   POST   /__mock/config          merge settings: time_scale, durations,
                                  fixed_seconds, id_style, id_key,
-                                 video_shape, status_words, api_key
+                                 video_shape, status_words, api_key,
+                                 idle_timeout (s; keep-alive connections
+                                 idle this long are closed silently)
   POST   /__mock/faults          append a rule (or a list of rules):
                                  {"route": "create"|"poll"|"any", "kind": K,
                                   "count": N, "retry_after": "...",
@@ -143,6 +145,7 @@ def default_config(api_key):
         "video_shape": "full",
         "status_words": "standard",
         "api_key": api_key,
+        "idle_timeout": 300.0,
     }
 
 
@@ -172,6 +175,9 @@ def merge_config(config, update):
         elif key == "fixed_seconds":
             if value is not None and (not is_number(value) or value < 0):
                 raise ValueError("fixed_seconds must be null or a number >= 0")
+        elif key == "idle_timeout":
+            if not is_number(value) or value <= 0:
+                raise ValueError("idle_timeout must be a number > 0")
         elif key == "api_key":
             if not isinstance(value, str):
                 raise ValueError("api_key must be a string")
@@ -490,7 +496,16 @@ class Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     server_version = "mock-aimlapi/1.0"
     sys_version = ""
-    timeout = 300           # drop keep-alive connections idle this long
+
+    def handle(self):
+        """Serve requests on one connection; close it when idle too long
+        (config idle_timeout, seconds), silently, as servers do."""
+        self.close_connection = False
+        while not self.close_connection:
+            with self.state.lock:
+                idle = self.state.config["idle_timeout"]
+            self.connection.settimeout(idle)
+            self.handle_one_request()
 
     def version_string(self):
         return self.server_version
