@@ -49,6 +49,7 @@ static bool kling_timer_set = false;
 static TimestampTz kling_timer_deadline = 0;
 
 static int	kling_active = 0;
+static dlist_head kling_running = DLIST_STATIC_INIT(kling_running);
 static dlist_head kling_done = DLIST_STATIC_INIT(kling_done);
 
 static int	kling_socket_callback(CURL *easy, curl_socket_t fd, int what,
@@ -58,9 +59,9 @@ static size_t kling_write_callback(char *data, size_t size, size_t nmemb,
 								   void *userp);
 static size_t kling_header_callback(char *data, size_t size, size_t nitems,
 									void *userp);
-static size_t kling_read_callback(char *buffer, size_t size, size_t nitems,
-								  void *userp);
-static int	kling_seek_callback(void *userp, curl_off_t offset, int origin);
+static int	kling_prereq_callback(void *userp, char *conn_primary_ip,
+								  char *conn_local_ip, int conn_primary_port,
+								  int conn_local_port);
 static void kling_collect_done(void);
 
 /*
@@ -161,26 +162,20 @@ kling_write_callback(char *data, size_t size, size_t nmemb, void *userp)
 	return n;
 }
 
-/* Hand curl the next piece of a create's body. */
-static size_t
-kling_read_callback(char *buffer, size_t size, size_t nitems, void *userp)
-{
-	KlingHttpRequest *req = userp;
-	size_t		n = Min(size * nitems, req->post_len - req->post_sent);
-
-	memcpy(buffer, req->post_body + req->post_sent, n);
-	req->post_sent += n;
-	return n;
-}
-
 /*
- * curl asks to rewind a body only to send it again: refuse, so that a
- * create that may have reached the provider is never sent twice.
+ * curl is about to send a create's request: let it, the first time only.
+ * A second time is curl's own retry after the connection died.
  */
 static int
-kling_seek_callback(void *userp, curl_off_t offset, int origin)
+kling_prereq_callback(void *userp, char *conn_primary_ip, char *conn_local_ip,
+					  int conn_primary_port, int conn_local_port)
 {
-	return CURL_SEEKFUNC_FAIL;
+	KlingHttpRequest *req = userp;
+
+	if (req->create_tried)
+		return CURL_PREREQFUNC_ABORT;
+	req->create_tried = true;
+	return CURL_PREREQFUNC_OK;
 }
 
 /* Keep the Retry-After header; the others are not needed. */
@@ -246,20 +241,14 @@ kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
 	if (post_body != NULL)
 	{
 		/*
-		 * curl sends a request again by itself when a reused connection
-		 * turns out closed.  A create must never go twice: its body comes
-		 * from a read callback that cannot be rewound, so curl may only
-		 * retry a create none of whose body was written; otherwise the
-		 * transfer fails and the outcome is unknown.
+		 * curl sends a request again by itself, on a new connection, when a
+		 * reused one turns out closed before any answer.  A create must
+		 * never go twice: it may be tried on one connection only, and if
+		 * that dies the outcome is unknown.
 		 */
-		req->post_body = MemoryContextStrdup(kling_http_context, post_body);
-		req->post_len = strlen(post_body);
-		curl_easy_setopt(easy, CURLOPT_POST, 1L);
-		curl_easy_setopt(easy, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t) req->post_len);
-		curl_easy_setopt(easy, CURLOPT_READFUNCTION, kling_read_callback);
-		curl_easy_setopt(easy, CURLOPT_READDATA, req);
-		curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, kling_seek_callback);
-		curl_easy_setopt(easy, CURLOPT_SEEKDATA, req);
+		curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, post_body);
+		curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, kling_prereq_callback);
+		curl_easy_setopt(easy, CURLOPT_PREREQDATA, req);
 		/* Connections long idle are the ones a server closes under us. */
 		curl_easy_setopt(easy, CURLOPT_MAXAGE_CONN, KLING_CREATE_MAX_IDLE_S);
 	}
@@ -289,6 +278,7 @@ kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
 		elog(ERROR, "could not add a request to the libcurl multi handle");
 	}
 	kling_active++;
+	dlist_push_tail(&kling_running, &req->node);
 	return req;
 }
 
@@ -388,11 +378,12 @@ kling_collect_done(void)
 		req->curl_result = msg->data.result;
 		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->http_status);
 		curl_easy_getinfo(req->easy, CURLINFO_REQUEST_SIZE, &sent);
-		/* A refused rewind means the body went out on a dead connection. */
-		req->request_sent = (sent > 0 || req->curl_result == CURLE_SEND_FAIL_REWIND);
+		/* A refused retry means the request went out on a dead connection. */
+		req->request_sent = (sent > 0 || req->create_tried);
 
 		curl_multi_remove_handle(kling_multi, req->easy);
 		kling_active--;
+		dlist_delete(&req->node);
 		dlist_push_tail(&kling_done, &req->node);
 	}
 }
@@ -436,9 +427,27 @@ kling_http_free(KlingHttpRequest *req)
 	curl_easy_cleanup(req->easy);
 	curl_slist_free_all(req->headers);
 	free(req->body);
-	if (req->post_body != NULL)
-		pfree(req->post_body);
 	pfree(req);
+}
+
+/*
+ * The tasks of the requests of one kind started and not yet finished, into
+ * ids (room for kling_http_active() of them); returns how many.
+ */
+int
+kling_http_running_tasks(KlingRequestKind kind, int64 *ids)
+{
+	dlist_iter	iter;
+	int			n = 0;
+
+	dlist_foreach(iter, &kling_running)
+	{
+		KlingHttpRequest *req = dlist_container(KlingHttpRequest, node, iter.cur);
+
+		if (req->kind == kind)
+			ids[n++] = req->task_id;
+	}
+	return n;
 }
 
 /* Requests started and not yet finished. */

@@ -24,10 +24,7 @@ typedef struct KlingHttpRequest
 	int			first_poll_ms;	/* creates: when to poll first, once accepted */
 	bool		learned;		/* the history knows how long such tasks take */
 
-	/* A create's body, handed to curl as it sends. */
-	char	   *post_body;
-	size_t		post_len;
-	size_t		post_sent;
+	bool		create_tried;	/* curl has begun sending the create */
 
 	/* The response, filled in as it arrives (buffers are malloc'd). */
 	long		http_status;
@@ -55,5 +52,6 @@ extern bool kling_http_has_done(void);
 extern const char *kling_http_failure(KlingHttpRequest *req);
 extern void kling_http_free(KlingHttpRequest *req);
 extern int	kling_http_active(void);
+extern int	kling_http_running_tasks(KlingRequestKind kind, int64 *ids);
 
 #endif							/* KLING_HTTP_H */

@@ -149,12 +149,11 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		1, {INT4OID}
 	},
 	[KLING_PLAN_CLAIM_POLLS] = {
-		"UPDATE %1$s t SET next_attempt_at = now() + $2 * interval '1 millisecond'"
-		" FROM (SELECT id FROM %1$s WHERE status IN ('queued', 'generating')"
-		"       AND next_attempt_at <= now()"
-		"       ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED) c"
-		" WHERE t.id = c.id RETURNING t.id, t.generation_id, t.attempts, t.opts",
-		2, {INT4OID, INT4OID}
+		"SELECT id, generation_id, attempts, opts FROM %1$s"
+		" WHERE status IN ('queued', 'generating') AND next_attempt_at <= now()"
+		" AND id <> ALL ($2)"
+		" ORDER BY next_attempt_at LIMIT $1",
+		2, {INT4OID, INT8ARRAYOID}
 	},
 	[KLING_PLAN_FETCH_DELIVERY] = {
 		"SELECT t.owner, t.status, t.video_url, t.error, t.target_table::oid,"
@@ -186,8 +185,9 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 	},
 	[KLING_PLAN_NEXT_POLL] = {
 		"SELECT next_attempt_at FROM %1$s WHERE status IN ('queued', 'generating')"
+		" AND id <> ALL ($1)"
 		" ORDER BY next_attempt_at LIMIT 1",
-		0, {0}
+		1, {INT8ARRAYOID}
 	},
 	[KLING_PLAN_NEXT_SEND] = {
 		"SELECT next_attempt_at FROM %1$s WHERE status = 'pending'"
@@ -234,7 +234,7 @@ static List *kling_collect_claims(bool creates);
 static void kling_note_finalized(int64 id);
 static void kling_note_finalized_rows(void);
 static char *kling_result_text(int column);
-static bool kling_first_timestamp(KlingPlanId id, TimestampTz *value);
+static bool kling_first_timestamp(KlingPlanId id, Datum *args, TimestampTz *value);
 
 /*
  * Make sure the kept plans belong to the installed extension, and know
@@ -884,13 +884,15 @@ kling_store_claim_creates(int limit)
 }
 
 /*
- * Claim up to limit tasks whose poll is due.  Their next poll moves out by
- * lease_ms, so that a poll lost to a crash is simply made again later.
+ * Claim up to limit tasks whose poll is due, leaving out those whose poll
+ * is under way (polling, an int8[]): they stay due in the table until their answer is
+ * written, and nothing is written to claim them.  A poll lost to a crash is
+ * simply made again by the next worker.
  */
 List *
-kling_store_claim_polls(int limit, int lease_ms)
+kling_store_claim_polls(int limit, Datum polling)
 {
-	Datum		values[2] = {Int32GetDatum(limit), Int32GetDatum(lease_ms)};
+	Datum		values[2] = {Int32GetDatum(limit), polling};
 
 	kling_execute(KLING_PLAN_CLAIM_POLLS, values, NULL, 0);
 	return kling_collect_claims(false);
@@ -898,11 +900,11 @@ kling_store_claim_polls(int limit, int lease_ms)
 
 /* The first value of a one-column, at-most-one-row plan, if any. */
 static bool
-kling_first_timestamp(KlingPlanId id, TimestampTz *value)
+kling_first_timestamp(KlingPlanId id, Datum *args, TimestampTz *value)
 {
 	bool		isnull = true;
 
-	kling_execute(id, NULL, NULL, 1);
+	kling_execute(id, args, NULL, 1);
 	if (SPI_processed > 0)
 		*value = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
 												   SPI_tuptable->tupdesc, 1, &isnull));
@@ -910,20 +912,32 @@ kling_first_timestamp(KlingPlanId id, TimestampTz *value)
 }
 
 /*
- * When the next poll (and, if include_pending, the next send) is due.
- * Returns false if nothing is waiting.  Each look reads one index entry.
+ * When the next poll (and, if include_pending, the next send) is due, not
+ * counting the polls under way.  Returns false if nothing is waiting.  Each
+ * look reads one index entry past those under way.
  */
 bool
-kling_store_next_due(bool include_pending, TimestampTz *due)
+kling_store_next_due(bool include_pending, Datum polling, TimestampTz *due)
 {
-	TimestampTz send;
-	bool		found = kling_first_timestamp(KLING_PLAN_NEXT_POLL, due);
+	TimestampTz send = 0;
+	bool		found = kling_first_timestamp(KLING_PLAN_NEXT_POLL, &polling, due);
 
-	if (include_pending && kling_first_timestamp(KLING_PLAN_NEXT_SEND, &send) &&
+	if (include_pending && kling_first_timestamp(KLING_PLAN_NEXT_SEND, NULL, &send) &&
 		(!found || send < *due))
 	{
 		*due = send;
 		found = true;
 	}
 	return found;
+}
+
+/* An int8[] of the given ids, for the polling argument above. */
+Datum
+kling_store_id_array(const int64 *ids, int n)
+{
+	Datum	   *values = palloc(Max(n, 1) * sizeof(Datum));
+
+	for (int i = 0; i < n; i++)
+		values[i] = Int64GetDatum(ids[i]);
+	return kling_array(values, NULL, n, INT8OID);
 }

@@ -91,6 +91,7 @@ static int	kling_hold_ms = 0;
 
 static void kling_worker_round(void);
 static void kling_round_transaction(List *done, bool isolate);
+static Datum kling_polls_under_way(void);
 static void kling_apply_isolated(KlingTaskUpdate *update);
 static void kling_decide(KlingHttpRequest *req, KlingTaskUpdate *update);
 static int	kling_backoff_ms(int attempts);
@@ -253,6 +254,7 @@ kling_round_transaction(List *done, bool isolate)
 	bool		can_send;
 	bool		housekeeping;
 	KlingTaskUpdate *updates;
+	Datum		polling;
 	ListCell   *lc;
 
 	pgstat_report_activity(STATE_RUNNING, "kling: writing results and claiming tasks");
@@ -323,10 +325,11 @@ kling_round_transaction(List *done, bool isolate)
 		room -= list_length(creates);
 		can_send = (free_slots > list_length(creates));
 	}
+	polling = kling_polls_under_way();
 	if (!kling_holding() && room > 0)
-		polls = kling_store_claim_polls(room, kling_request_timeout_ms * 2);
+		polls = kling_store_claim_polls(room, polling);
 
-	if (!kling_store_next_due(can_send, &kling_next_due))
+	if (!kling_store_next_due(can_send, polling, &kling_next_due))
 		kling_next_due = 0;
 	else
 	{
@@ -343,6 +346,15 @@ kling_round_transaction(List *done, bool isolate)
 	kling_store_end_round();
 
 	kling_start_requests(creates, polls);
+}
+
+/* The tasks whose poll is under way, as an int8[] for the store. */
+static Datum
+kling_polls_under_way(void)
+{
+	int64	   *ids = palloc(Max(kling_http_active(), 1) * sizeof(int64));
+
+	return kling_store_id_array(ids, kling_http_running_tasks(KLING_REQUEST_POLL, ids));
 }
 
 /* Apply step for kling_try_in_subtransaction. */

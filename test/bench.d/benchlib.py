@@ -140,7 +140,7 @@ def cmd_polling(args):
 OID_TYPES = {"INT4OID": "int4", "INT8OID": "int8", "TEXTOID": "text",
              "BOOLOID": "bool", "JSONBOID": "jsonb", "OIDOID": "oid",
              "TIMESTAMPTZOID": "timestamptz", "FLOAT8OID": "float8",
-             "INT2OID": "int2", "NAMEOID": "name"}
+             "INT2OID": "int2", "NAMEOID": "name", "INT8ARRAYOID": "int8[]"}
 
 
 def cmd_plans(args):
