@@ -49,6 +49,11 @@ static bool kling_timer_set = false;
 static TimestampTz kling_timer_deadline = 0;
 
 static int	kling_active = 0;
+
+/* Handles of finished requests, reset, for the next requests to reuse. */
+#define KLING_MAX_IDLE_HANDLES 256
+static CURL *kling_idle[KLING_MAX_IDLE_HANDLES];
+static int	kling_nidle = 0;
 static dlist_head kling_running = DLIST_STATIC_INIT(kling_running);
 static dlist_head kling_done = DLIST_STATIC_INIT(kling_done);
 
@@ -213,7 +218,8 @@ kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
 	CURL	   *easy;
 	char	   *auth;
 
-	easy = curl_easy_init();
+	/* A handle of a finished request keeps its buffers: take one if any. */
+	easy = kling_nidle > 0 ? kling_idle[--kling_nidle] : curl_easy_init();
 	if (easy == NULL)
 		elog(ERROR, "could not create a libcurl handle");
 
@@ -420,11 +426,17 @@ kling_http_failure(KlingHttpRequest *req)
 	return curl_easy_strerror(req->curl_result);
 }
 
-/* Release a request and its buffers. */
+/* Release a request and its buffers; its curl handle is kept for the next. */
 void
 kling_http_free(KlingHttpRequest *req)
 {
-	curl_easy_cleanup(req->easy);
+	if (kling_nidle < KLING_MAX_IDLE_HANDLES)
+	{
+		curl_easy_reset(req->easy);
+		kling_idle[kling_nidle++] = req->easy;
+	}
+	else
+		curl_easy_cleanup(req->easy);
 	curl_slist_free_all(req->headers);
 	free(req->body);
 	pfree(req);
