@@ -334,14 +334,17 @@ kling_round_transaction(List *done, bool isolate)
 	else
 	{
 		/*
-		 * Work that is due but could not be claimed (rows locked by others,
+		 * Work that was due when the claims looked (SQL's now() is the
+		 * round's start) but could not be claimed (rows locked by others,
 		 * or every request slot busy) must not make the loop spin: look
 		 * again a little later.  Finished requests wake the loop anyway.
+		 * Work that fell due while the round ran is due now, not later.
 		 */
-		TimestampTz now = GetCurrentTimestamp();
+		TimestampTz claimed_at = GetCurrentTransactionStartTimestamp();
 
-		if (kling_next_due <= now && creates == NIL && polls == NIL)
-			kling_next_due = TimestampTzPlusMilliseconds(now, Min(kling_poll_interval_ms, 1000));
+		if (kling_next_due <= claimed_at && creates == NIL && polls == NIL)
+			kling_next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														 Min(kling_poll_interval_ms, 1000));
 	}
 	kling_store_end_round();
 
@@ -433,9 +436,12 @@ kling_decide(KlingHttpRequest *req, KlingTaskUpdate *u)
 			break;
 		case KLING_OUTCOME_PENDING:
 			u->status = r.state;
-			/* Inside the learned window completions are near: look twice as often. */
+			/*
+			 * Inside the learned window completions are near: look every
+			 * 40% of the interval, so one waits under half an interval.
+			 */
 			if (req->learned)
-				u->next_attempt_ms = Max(kling_poll_interval_ms / 2, 1);
+				u->next_attempt_ms = Max(kling_poll_interval_ms * 2 / 5, 1);
 			break;
 		case KLING_OUTCOME_COMPLETED:
 			u->status = "completed";
@@ -625,7 +631,7 @@ kling_refresh_generation_times(void)
  * one poll interval before the time by which the quickest 1% of recent such
  * tasks had finished (learned anew every 10 s).  No poll before then is
  * likely to find it done, so the polls go where the completions are, and
- * from then on they come at half the poll interval.  Returns false, and
+ * from then on they come every 40% of the poll interval.  Returns false, and
  * *first_poll_ms = 0, without enough history.
  */
 static bool
