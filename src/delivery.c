@@ -154,13 +154,10 @@ kling_deliver_finalized(void)
 							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
 							 true, 0, false);
 
-	foreach(lc, finalized)
+	foreach(lc, kling_store_fetch_deliveries(finalized))
 	{
-		KlingDelivery *d = kling_store_fetch_delivery(*(int64 *) lfirst(lc));
+		KlingDelivery *d = lfirst(lc);
 		StringInfoData problems;
-
-		if (d == NULL)
-			continue;
 
 		initStringInfo(&problems);
 		if (OidIsValid(d->target_table) && strcmp(d->status, "completed") == 0)

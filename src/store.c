@@ -156,11 +156,12 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		2, {INT4OID, INT8ARRAYOID}
 	},
 	[KLING_PLAN_FETCH_DELIVERY] = {
-		"SELECT t.owner, t.status, t.video_url, t.error, t.target_table::oid,"
+		"SELECT t.id, t.owner, t.status, t.video_url, t.error, t.target_table::oid,"
 		" t.target_id_column, t.target_url_column, t.opts ->> 'callback',"
 		" to_regprocedure(t.opts ->> 'callback')::oid, t"
-		" FROM %1$s t WHERE t.id = $1",
-		1, {INT8OID}
+		" FROM unnest($1) WITH ORDINALITY f(id, n) JOIN %1$s t ON t.id = f.id"
+		" ORDER BY f.n",
+		1, {INT8ARRAYOID}
 	},
 	[KLING_PLAN_NOTE_DELIVERY_ERROR] = {
 		"UPDATE %1$s SET delivery_error = $2, updated_at = now() WHERE id = $1",
@@ -233,7 +234,7 @@ static int	kling_execute(KlingPlanId id, Datum *values, const char *nulls,
 static List *kling_collect_claims(bool creates);
 static void kling_note_finalized(int64 id);
 static void kling_note_finalized_rows(void);
-static char *kling_result_text(int column);
+static char *kling_result_text(uint64 row, int column);
 static bool kling_first_timestamp(KlingPlanId id, Datum *args, TimestampTz *value);
 
 /*
@@ -571,58 +572,66 @@ kling_store_finalized(void)
 	return kling_finalized;
 }
 
-/* A text column of the last result, copied to the round context, or NULL. */
+/* A text column of a row of the last result, copied to the round context, or NULL. */
 static char *
-kling_result_text(int column)
+kling_result_text(uint64 row, int column)
 {
 	MemoryContext spi = MemoryContextSwitchTo(kling_round_context);
-	char	   *value = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, column);
+	char	   *value = SPI_getvalue(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, column);
 
 	MemoryContextSwitchTo(spi);
 	return value;
 }
 
 /*
- * What it takes to deliver a final task: its owner, result, write-back
- * target, callback and row.  NULL if the task is gone.
+ * What it takes to deliver final tasks, in the order of ids (a list of
+ * pointers to int64): each one's owner, result, write-back target, callback
+ * and row.  Tasks that are gone are left out.
  */
-KlingDelivery *
-kling_store_fetch_delivery(int64 id)
+List *
+kling_store_fetch_deliveries(List *ids)
 {
-	Datum		values[1] = {Int64GetDatum(id)};
-	KlingDelivery *d;
-	bool		isnull;
-	Datum		oid;
-	char	   *callback_name;
+	int64	   *id_values = palloc(Max(list_length(ids), 1) * sizeof(int64));
+	Datum		values[1];
+	List	   *deliveries = NIL;
+	ListCell   *lc;
 
-	kling_execute(KLING_PLAN_FETCH_DELIVERY, values, NULL, 1);
-	if (SPI_processed == 0)
-		return NULL;
+	foreach(lc, ids)
+		id_values[foreach_current_index(lc)] = *(int64 *) lfirst(lc);
+	values[0] = kling_store_id_array(id_values, list_length(ids));
+	kling_execute(KLING_PLAN_FETCH_DELIVERY, values, NULL, 0);
 
-	d = MemoryContextAllocZero(kling_round_context, sizeof(KlingDelivery));
-	d->id = id;
-	d->owner = kling_result_text(1);
-	d->status = kling_result_text(2);
-	d->video_url = kling_result_text(3);
-	d->error = kling_result_text(4);
-	oid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 5, &isnull);
-	d->target_table = isnull ? InvalidOid : DatumGetObjectId(oid);
-	d->target_id_column = kling_result_text(6);
-	d->target_url_column = kling_result_text(7);
-	callback_name = kling_result_text(8);
-	oid = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 9, &isnull);
-	d->callback = isnull ? InvalidOid : DatumGetObjectId(oid);
-	if (callback_name != NULL && !OidIsValid(d->callback))
-		d->error_callback_missing = callback_name;
+	for (uint64 r = 0; r < SPI_processed; r++)
 	{
-		MemoryContext spi = MemoryContextSwitchTo(kling_round_context);
+		HeapTuple	tuple = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		KlingDelivery *d = MemoryContextAllocZero(kling_round_context, sizeof(KlingDelivery));
+		MemoryContext spi;
+		bool		isnull;
+		Datum		oid;
+		char	   *callback_name;
 
-		d->row = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(SPI_tuptable->vals[0],
-																	 SPI_tuptable->tupdesc,
-																	 10, &isnull)));
+		d->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		d->owner = kling_result_text(r, 2);
+		d->status = kling_result_text(r, 3);
+		d->video_url = kling_result_text(r, 4);
+		d->error = kling_result_text(r, 5);
+		oid = SPI_getbinval(tuple, desc, 6, &isnull);
+		d->target_table = isnull ? InvalidOid : DatumGetObjectId(oid);
+		d->target_id_column = kling_result_text(r, 7);
+		d->target_url_column = kling_result_text(r, 8);
+		callback_name = kling_result_text(r, 9);
+		oid = SPI_getbinval(tuple, desc, 10, &isnull);
+		d->callback = isnull ? InvalidOid : DatumGetObjectId(oid);
+		if (callback_name != NULL && !OidIsValid(d->callback))
+			d->error_callback_missing = callback_name;
+
+		spi = MemoryContextSwitchTo(kling_round_context);
+		d->row = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tuple, desc, 11, &isnull)));
+		deliveries = lappend(deliveries, d);
 		MemoryContextSwitchTo(spi);
 	}
-	return d;
+	return deliveries;
 }
 
 /* Delete up to limit final tasks older than retention_s; returns how many. */

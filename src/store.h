@@ -93,7 +93,7 @@ extern List *kling_store_claim_polls(int limit, Datum polling);
 extern bool kling_store_next_due(bool include_pending, Datum polling, TimestampTz *due);
 extern Datum kling_store_id_array(const int64 *ids, int n);
 extern List *kling_store_finalized(void);
-extern KlingDelivery *kling_store_fetch_delivery(int64 id);
+extern List *kling_store_fetch_deliveries(List *ids);
 extern void kling_store_note_delivery_error(int64 id, const char *error);
 extern int	kling_store_delete_expired(int retention_s, int limit);
 extern List *kling_store_generation_times(MemoryContext context);
