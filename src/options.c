@@ -22,6 +22,7 @@
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
+#include "utils/memutils.h"
 #include "utils/regproc.h"
 #include "utils/syscache.h"
 #include "utils/json.h"
@@ -91,6 +92,7 @@ static int	kling_numeric_cmp(const JsonbValue *v, int64 n);
 static int	kling_json_depth(const JsonbValue *v, int limit);
 static Oid	kling_lookup_function(const char *signature);
 static char *kling_normalize_callback(const KlingOption *opt, const JsonbValue *v);
+static void kling_append_options(StringInfo buf, char *const *normalized);
 
 /*
  * Whether a character shows nothing: white space (Unicode's too), control
@@ -162,7 +164,6 @@ kling_normalize_opts(Jsonb *opts)
 	JsonbValue	v;
 	JsonbIteratorToken tok;
 	StringInfoData buf;
-	bool		first = true;
 
 	if (!JB_ROOT_IS_OBJECT(opts))
 		ereport(ERROR,
@@ -171,6 +172,23 @@ kling_normalize_opts(Jsonb *opts)
 				 errdetail("Got a JSON %s.",
 						   JB_ROOT_IS_SCALAR(opts) ? "scalar" : "array"),
 				 errhint("Pass options as an object, for example '{\"duration\": 10}'.")));
+
+	/* No options, the common case: the defaults, built once per backend. */
+	if (JB_ROOT_COUNT(opts) == 0)
+	{
+		static Jsonb *defaults = NULL;
+
+		if (defaults == NULL)
+		{
+			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+			initStringInfo(&buf);
+			kling_append_options(&buf, normalized);
+			defaults = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+			MemoryContextSwitchTo(old);
+		}
+		return defaults;
+	}
 
 	it = JsonbIteratorInit(&opts->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
@@ -195,7 +213,17 @@ kling_normalize_opts(Jsonb *opts)
 	}
 
 	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
+	kling_append_options(&buf, normalized);
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
+/* The options as a JSON object: the given values, defaults for the rest. */
+static void
+kling_append_options(StringInfo buf, char *const *normalized)
+{
+	bool		first = true;
+
+	appendStringInfoChar(buf, '{');
 	for (int i = 0; i < KLING_NUM_OPTIONS; i++)
 	{
 		const char *value = normalized[i] ? normalized[i] : kling_options[i].default_json;
@@ -203,14 +231,12 @@ kling_normalize_opts(Jsonb *opts)
 		if (value == NULL)
 			continue;
 		if (!first)
-			appendStringInfoString(&buf, ", ");
-		escape_json(&buf, kling_options[i].name);
-		appendStringInfo(&buf, ": %s", value);
+			appendStringInfoString(buf, ", ");
+		escape_json(buf, kling_options[i].name);
+		appendStringInfo(buf, ": %s", value);
 		first = false;
 	}
-	appendStringInfoChar(&buf, '}');
-
-	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+	appendStringInfoChar(buf, '}');
 }
 
 /*
