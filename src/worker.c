@@ -46,8 +46,12 @@
 /* Longest wait between two retries of one request. */
 #define KLING_MAX_BACKOFF_MS (5 * 60 * 1000)
 
-/* Work that scans every task in flight is done at most this often. */
-#define KLING_HOUSEKEEPING_MS 1000
+/*
+ * Work that scans every task in flight (expiry, a recount) is done at most
+ * once a second, and without need once a minute.
+ */
+#define KLING_SCAN_MIN_MS 1000
+#define KLING_SCAN_MAX_MS 60000
 
 /* Generation times are learned from at least this many recent tasks. */
 #define KLING_HISTORY_MIN_SAMPLES 10
@@ -73,6 +77,9 @@ static KlingWorkerStats kling_stats;
 /* Tasks counting against kling.max_in_flight, and when last counted. */
 static int	kling_in_flight = 0;
 static TimestampTz kling_counted_at = 0;
+
+/* When tasks past kling.task_timeout were last looked for. */
+static TimestampTz kling_expired_at = 0;
 
 /*
  * Recent generation times per model and duration, so that a task's first
@@ -221,7 +228,8 @@ kling_worker_round(void)
 		FlushErrorState();
 		AbortCurrentTransaction();
 		MemoryContextSwitchTo(kling_round_context);
-		kling_counted_at = 0;	/* the failed attempt's count is void */
+		kling_counted_at = 0;	/* the failed attempt's scans are void */
+		kling_expired_at = 0;
 		kling_round_transaction(done, true);
 	}
 	PG_END_TRY();
@@ -252,7 +260,7 @@ kling_round_transaction(List *done, bool isolate)
 	List	   *polls = NIL;
 	int			room = KLING_MAX_REQUESTS - kling_http_active();
 	bool		can_send;
-	bool		housekeeping;
+	TimestampTz now;
 	KlingTaskUpdate *updates;
 	Datum		polling;
 	ListCell   *lc;
@@ -290,26 +298,34 @@ kling_round_transaction(List *done, bool isolate)
 	else
 		kling_store_apply_all(updates, list_length(done));
 
-	housekeeping = TimestampDifferenceExceeds(kling_counted_at, GetCurrentTimestamp(),
-											  KLING_HOUSEKEEPING_MS);
-	if (housekeeping)
+	/* Expiry is due every tenth of the timeout, within those bounds. */
+	now = GetCurrentTimestamp();
+	if (TimestampDifferenceExceeds(kling_expired_at, now,
+								   Min(KLING_SCAN_MAX_MS,
+									   Max(KLING_SCAN_MIN_MS, kling_task_timeout_ms / 10))))
+	{
 		kling_store_expire(kling_task_timeout_ms);
+		kling_expired_at = now;
+	}
 	kling_deliver_finalized();
 	kling_apply_retention();
 	kling_refresh_generation_times();
 
 	/*
-	 * Counting the tasks in flight scans them all, so it is done once a
-	 * second; in between the count is kept up by hand, never below the
-	 * truth (a task cancelled by a user is only noticed at the next count).
+	 * The count of tasks in flight is kept up by hand, never below the
+	 * truth: a task cancelled by a user, or a create sent back to pending,
+	 * is only noticed by a recount.  A recount scans them all, so it is
+	 * done once a second while the count holds sends back, else once a
+	 * minute.
 	 */
-	if (housekeeping)
+	kling_in_flight -= list_length(kling_store_finalized());
+	if (TimestampDifferenceExceeds(kling_counted_at, now,
+								   kling_in_flight >= kling_max_in_flight
+								   ? KLING_SCAN_MIN_MS : KLING_SCAN_MAX_MS))
 	{
 		kling_in_flight = kling_store_count_in_flight();
-		kling_counted_at = GetCurrentTimestamp();
+		kling_counted_at = now;
 	}
-	else
-		kling_in_flight -= list_length(kling_store_finalized());
 
 	if (kling_effective_api_key()[0] == '\0')
 		kling_start_hold("no API key: set kling.api_key, or AIMLAPI_API_KEY in the server's environment");
