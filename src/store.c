@@ -940,6 +940,15 @@ kling_store_next_due(bool include_pending, Datum polling, TimestampTz *due)
 	return found;
 }
 
+/* Whether any task waits to be sent, due or not. */
+bool
+kling_store_pending_exists(void)
+{
+	TimestampTz unused;
+
+	return kling_first_timestamp(KLING_PLAN_NEXT_SEND, NULL, &unused);
+}
+
 /* An int8[] of the given ids, for the polling argument above. */
 Datum
 kling_store_id_array(const int64 *ids, int n)

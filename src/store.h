@@ -91,6 +91,7 @@ extern int	kling_store_count_in_flight(void);
 extern List *kling_store_claim_creates(int limit);
 extern List *kling_store_claim_polls(int limit, Datum polling);
 extern bool kling_store_next_due(bool include_pending, Datum polling, TimestampTz *due);
+extern bool kling_store_pending_exists(void);
 extern Datum kling_store_id_array(const int64 *ids, int n);
 extern List *kling_store_finalized(void);
 extern List *kling_store_fetch_deliveries(List *ids);

@@ -362,6 +362,20 @@ kling_round_transaction(List *done, bool isolate)
 			kling_next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														 Min(kling_poll_interval_ms, 1000));
 	}
+
+	/*
+	 * Pending tasks held back by kling.max_in_flight wait for a slot; a
+	 * slot freed by a user's cancel shows only in a recount, so come back
+	 * for one even if nothing else is due.
+	 */
+	if (!kling_holding() && kling_in_flight >= kling_max_in_flight &&
+		kling_store_pending_exists())
+	{
+		TimestampTz recount = TimestampTzPlusMilliseconds(kling_counted_at, KLING_SCAN_MIN_MS);
+
+		if (kling_next_due == 0 || recount < kling_next_due)
+			kling_next_due = recount;
+	}
 	kling_store_end_round();
 
 	kling_start_requests(creates, polls);
