@@ -152,7 +152,7 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		"SELECT id, generation_id, attempts, opts FROM %1$s"
 		" WHERE status IN ('queued', 'generating') AND next_attempt_at <= now()"
 		" AND id <> ALL ($2)"
-		" ORDER BY next_attempt_at LIMIT $1",
+		" ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED",
 		2, {INT4OID, INT8ARRAYOID}
 	},
 	[KLING_PLAN_FETCH_DELIVERY] = {
@@ -894,9 +894,11 @@ kling_store_claim_creates(int limit)
 
 /*
  * Claim up to limit tasks whose poll is due, leaving out those whose poll
- * is under way (polling, an int8[]): they stay due in the table until their answer is
- * written, and nothing is written to claim them.  A poll lost to a crash is
- * simply made again by the next worker.
+ * is under way (polling, an int8[]): they stay due in the table until their
+ * answer is written, and no new row version is written to claim them.  Rows
+ * a user's open transaction holds (an uncommitted kling_cancel) are skipped,
+ * so that writing the answer never waits for that transaction.  A poll lost
+ * to a crash is simply made again by the next worker.
  */
 List *
 kling_store_claim_polls(int limit, Datum polling)
