@@ -750,6 +750,8 @@ kling_store_apply_all(const KlingTaskUpdate *updates, int n)
 	};
 	static const Oid types[NCOLUMNS] = {INT8OID, TEXTOID, TEXTOID, TEXTOID, JSONBOID,
 	TEXTOID, INT4OID, INT4OID, BOOLOID};
+	Datum	   *values[NCOLUMNS];
+	bool	   *nulls[NCOLUMNS];
 	Datum		params[NCOLUMNS];
 	bool	   *applied;
 
@@ -758,47 +760,26 @@ kling_store_apply_all(const KlingTaskUpdate *updates, int n)
 
 	for (int c = 0; c < NCOLUMNS; c++)
 	{
-		Datum	   *values = palloc(n * sizeof(Datum));
-		bool	   *nulls = palloc0(n * sizeof(bool));
-
-		for (int i = 0; i < n; i++)
-		{
-			const KlingTaskUpdate *u = &updates[i];
-
-			switch (c)
-			{
-				case ID:
-					values[i] = Int64GetDatum(u->id);
-					break;
-				case STATUS:
-					values[i] = kling_text_or_null(u->status, &nulls[i]);
-					break;
-				case GENERATION_ID:
-					values[i] = kling_text_or_null(u->generation_id, &nulls[i]);
-					break;
-				case VIDEO_URL:
-					values[i] = kling_text_or_null(u->video_url, &nulls[i]);
-					break;
-				case RESULT:
-					nulls[i] = (u->result == NULL);
-					values[i] = JsonbPGetDatum(u->result);
-					break;
-				case ERROR_TEXT:
-					values[i] = kling_text_or_null(u->error, &nulls[i]);
-					break;
-				case ATTEMPTS:
-					values[i] = Int32GetDatum(u->attempts);
-					break;
-				case NEXT_MS:
-					values[i] = Int32GetDatum(u->next_attempt_ms);
-					break;
-				case FROM_CREATE:
-					values[i] = BoolGetDatum(u->expect == KLING_EXPECT_SUBMITTING);
-					break;
-			}
-		}
-		params[c] = kling_array(values, nulls, n, types[c]);
+		values[c] = palloc(n * sizeof(Datum));
+		nulls[c] = palloc0(n * sizeof(bool));
 	}
+	for (int i = 0; i < n; i++)
+	{
+		const KlingTaskUpdate *u = &updates[i];
+
+		values[ID][i] = Int64GetDatum(u->id);
+		values[STATUS][i] = kling_text_or_null(u->status, &nulls[STATUS][i]);
+		values[GENERATION_ID][i] = kling_text_or_null(u->generation_id, &nulls[GENERATION_ID][i]);
+		values[VIDEO_URL][i] = kling_text_or_null(u->video_url, &nulls[VIDEO_URL][i]);
+		nulls[RESULT][i] = (u->result == NULL);
+		values[RESULT][i] = JsonbPGetDatum(u->result);
+		values[ERROR_TEXT][i] = kling_text_or_null(u->error, &nulls[ERROR_TEXT][i]);
+		values[ATTEMPTS][i] = Int32GetDatum(u->attempts);
+		values[NEXT_MS][i] = Int32GetDatum(u->next_attempt_ms);
+		values[FROM_CREATE][i] = BoolGetDatum(u->expect == KLING_EXPECT_SUBMITTING);
+	}
+	for (int c = 0; c < NCOLUMNS; c++)
+		params[c] = kling_array(values[c], nulls[c], n, types[c]);
 
 	kling_execute(KLING_PLAN_APPLY, params, NULL, 0);
 
