@@ -14,6 +14,7 @@ OBJS = \
 	src/http.o \
 	src/store.o \
 	src/subxact.o \
+	src/sandbox.o \
 	src/sql_api.o \
 	src/trigger.o \
 	src/delivery.o \

@@ -46,12 +46,16 @@ SELECT kling_parse_response('poll', 200, '');
 -- Hostile nesting is a bad response, not a crash.
 SELECT kling_parse_response('poll', 200, repeat('[', 100000)) ->> 'outcome';
 
--- HTTP errors follow the provider's error table.
+-- HTTP errors follow the provider's error table.  A create is retried only
+-- after an answer that proves the provider refused it (a 3xx or 4xx, 503);
+-- after a 500, 502, 504 or anything else its outcome is unknown.
 SELECT code, kind, r ->> 'outcome' AS outcome, r -> 'counts_attempt' AS counts,
        r ->> 'message' AS message
-FROM (VALUES (400, 'create'), (401, 'create'), (403, 'poll'), (404, 'create'),
-             (404, 'poll'), (429, 'create'), (500, 'poll'), (502, 'create'),
-             (503, 'poll'), (504, 'create')) AS t(code, kind),
+FROM (VALUES (301, 'create'), (301, 'poll'), (400, 'create'), (401, 'create'),
+             (403, 'poll'), (404, 'create'), (404, 'poll'), (409, 'create'),
+             (429, 'create'), (500, 'create'), (500, 'poll'), (502, 'create'),
+             (503, 'create'), (503, 'poll'), (504, 'create'), (504, 'poll'),
+             (599, 'create')) AS t(code, kind),
      LATERAL kling_parse_response(kind, code, format(
          '{"message": "provider says %s", "path": "/v2/x", "requestId": "r1", "statusCode": %s, "timestamp": "2025-01-01T00:00:00Z"}',
          code, code)) r

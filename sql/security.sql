@@ -101,6 +101,57 @@ ALTER SYSTEM RESET kling.max_active_tasks;
 ALTER SYSTEM RESET kling.max_daily_tasks;
 SELECT pg_reload_conf();
 
+-- A granted role controls its search_path and what its schema holds: none
+-- of it runs in the queries made as the table's owner (which would make the
+-- role a superuser here).  Spend limits are on, so their counts run too.
+CREATE ROLE kling_mallory;
+GRANT EXECUTE ON FUNCTION kling_submit(text, jsonb), kling_status(bigint),
+                          kling_cancel(bigint), kling_wait(bigint, interval)
+      TO kling_mallory;
+GRANT SELECT ON kling_tasks TO kling_mallory;
+CREATE SCHEMA mallory AUTHORIZATION kling_mallory;
+SET ROLE kling_mallory;
+CREATE TABLE mallory.fired (who name, what text);
+CREATE FUNCTION mallory.escalate(what text) RETURNS void LANGUAGE plpgsql AS $$
+BEGIN
+    INSERT INTO mallory.fired VALUES (current_user, what);
+    EXECUTE 'ALTER ROLE kling_mallory SUPERUSER';
+EXCEPTION WHEN insufficient_privilege THEN NULL;
+END $$;
+CREATE FUNCTION mallory.now() RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.escalate('now()'); RETURN pg_catalog.now(); END $$;
+CREATE FUNCTION mallory.date_trunc(text, timestamptz, text) RETURNS timestamptz LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.escalate('date_trunc'); RETURN pg_catalog.date_trunc($1, $2, $3); END $$;
+CREATE FUNCTION mallory.name_eq(name, name) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.escalate('='); RETURN $1::text = $2::text; END $$;
+CREATE OPERATOR mallory.= (LEFTARG = name, RIGHTARG = name, FUNCTION = mallory.name_eq);
+CREATE FUNCTION mallory.int8_eq(bigint, bigint) RETURNS boolean LANGUAGE plpgsql AS $$
+BEGIN PERFORM mallory.escalate('= on ids'); RETURN $1 OPERATOR(pg_catalog.=) $2; END $$;
+CREATE OPERATOR mallory.= (LEFTARG = bigint, RIGHTARG = bigint, FUNCTION = mallory.int8_eq);
+SET search_path = mallory, pg_catalog;
+SELECT public.kling_submit('mallory''s raccoon') AS mallory_task \gset
+SELECT status FROM public.kling_status(:mallory_task);
+SELECT public.kling_cancel(:mallory_task);
+SELECT status FROM public.kling_wait(:mallory_task, '1 ms');
+RESET search_path;
+RESET ROLE;
+SELECT rolsuper AS mallory_is_superuser FROM pg_roles WHERE rolname = 'kling_mallory';
+SELECT who, what FROM mallory.fired;
+
+-- A callback must take the extension's own kling_tasks row, not that of a
+-- table of the same name the role could drop under the worker's feet.
+SET ROLE kling_mallory;
+CREATE TABLE mallory.kling_tasks (id bigint);
+CREATE FUNCTION mallory.cb(t mallory.kling_tasks) RETURNS void LANGUAGE sql AS '';
+CREATE FUNCTION mallory.good_cb(t public.kling_tasks) RETURNS void LANGUAGE sql AS '';
+SELECT kling_submit('look-alike row type', '{"callback": "mallory.cb(mallory.kling_tasks)"}');
+SELECT opts ->> 'callback' AS callback
+FROM kling_status(kling_submit('the real row type', '{"callback": "mallory.good_cb(kling_tasks)"}'));
+RESET ROLE;
+DROP SCHEMA mallory CASCADE;
+DROP OWNED BY kling_mallory;
+DROP ROLE kling_mallory;
+
 DELETE FROM kling_tasks;
 REVOKE ALL ON kling_tasks FROM kling_alice, kling_bob;
 DROP FUNCTION kling_tasks_spy();

@@ -6,9 +6,13 @@
  *		called, and NOTIFY kling announces it.
  *
  * Write-back and callbacks run as the role that submitted the task, never
- * with the worker's rights, each in a subtransaction of its own: a deleted
- * row, a dropped table or column, a revoked permission or a failing
- * callback is recorded on the task (delivery_error) and holds nothing up.
+ * with the worker's rights, sandboxed (sandbox.c): a deleted row, a dropped
+ * table or column, a revoked permission, a failing or slow callback is
+ * recorded on the task (delivery_error) and holds nothing up for longer
+ * than kling.delivery_timeout.
+ *
+ * The notification says only which task became final and how (its id and
+ * status): any role may LISTEN, and the rest is the owner's to read.
  *
  *-------------------------------------------------------------------------
  */
@@ -31,56 +35,26 @@
 #include "utils/regproc.h"
 
 #include "delivery.h"
+#include "sandbox.h"
 #include "shmem.h"
 #include "store.h"
-#include "subxact.h"
 
-/* Limits on what a user's table or callback may hold the worker up. */
-#define KLING_DELIVERY_LOCK_TIMEOUT "2s"
-
-/* Error text kept in notifications, at most. */
-#define KLING_NOTIFY_ERROR_CHARS 200
-
-typedef void (*KlingDeliveryStep) (KlingDelivery *d);
-
-static char *kling_run_as_owner(KlingDelivery *d, KlingDeliveryStep step);
-static void kling_write_back(KlingDelivery *d);
-static void kling_call_back(KlingDelivery *d);
-
-/* A delivery step and the task it is for. */
-typedef struct KlingStepAsOwner
-{
-	KlingDeliveryStep step;
-	KlingDelivery *delivery;
-	Oid			role;
-} KlingStepAsOwner;
-
-/* Run the step as the owner; an error rolls the user id back too. */
-static void
-kling_step_as_owner(void *arg)
-{
-	KlingStepAsOwner *s = arg;
-	Oid			save_userid;
-	int			save_sec_context;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec_context);
-	SetUserIdAndSecContext(s->role, save_sec_context | SECURITY_LOCAL_USERID_CHANGE);
-	s->step(s->delivery);
-	SetUserIdAndSecContext(save_userid, save_sec_context);
-}
+static char *kling_run_as_owner(KlingDelivery *d, KlingStep step);
+static void kling_write_back(void *arg);
+static void kling_call_back(void *arg);
 
 /*
- * Run one delivery step as the task's owner in a subtransaction.  Returns
- * NULL on success, or the error message.
+ * Run one delivery step as the task's owner, sandboxed.  Returns NULL on
+ * success, or the error message.
  */
 static char *
-kling_run_as_owner(KlingDelivery *d, KlingDeliveryStep step)
+kling_run_as_owner(KlingDelivery *d, KlingStep step)
 {
-	KlingStepAsOwner s = {step, d, get_role_oid(d->owner, true)};
+	Oid			role = get_role_oid(d->owner, true);
 
-	if (!OidIsValid(s.role))
+	if (!OidIsValid(role))
 		return psprintf("role \"%s\" no longer exists", d->owner);
-	return kling_try_in_subtransaction(kling_step_as_owner, &s);
+	return kling_run_as_user(role, step, d);
 }
 
 /*
@@ -88,8 +62,9 @@ kling_run_as_owner(KlingDelivery *d, KlingDeliveryStep step)
  * task's id.  Identifiers are quoted, values passed as parameters.
  */
 static void
-kling_write_back(KlingDelivery *d)
+kling_write_back(void *arg)
 {
+	KlingDelivery *d = arg;
 	char	   *relname = get_rel_name(d->target_table);
 	char	   *sql;
 	Datum		values[2];
@@ -117,19 +92,27 @@ kling_write_back(KlingDelivery *d)
 						relname, d->target_id_column, (long long) d->id)));
 }
 
-/* Call the task's callback with its row; the result is ignored. */
+/*
+ * Call the task's callback with its row; the result is ignored.  The
+ * callback was stored schema-qualified, and is looked up again here, so
+ * that a function or type dropped meanwhile fails this delivery alone.
+ */
 static void
-kling_call_back(KlingDelivery *d)
+kling_call_back(void *arg)
 {
+	KlingDelivery *d = arg;
+	Oid			callback;
 	FmgrInfo	flinfo;
 	LOCAL_FCINFO(fcinfo, 1);
 
-	if (pg_proc_aclcheck(d->callback, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+	callback = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
+													CStringGetDatum(d->callback)));
+	if (pg_proc_aclcheck(callback, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("permission denied for function %s", format_procedure(d->callback))));
+				 errmsg("permission denied for function %s", format_procedure(callback))));
 
-	fmgr_info(d->callback, &flinfo);
+	fmgr_info(callback, &flinfo);
 	InitFunctionCallInfoData(*fcinfo, &flinfo, 1, InvalidOid, NULL, NULL);
 	fcinfo->args[0].value = d->row;
 	fcinfo->args[0].isnull = false;
@@ -149,11 +132,6 @@ kling_deliver_finalized(void)
 	if (finalized == NIL)
 		return;
 
-	/* A locked row in a user's table must not stall the worker. */
-	(void) set_config_option("lock_timeout", KLING_DELIVERY_LOCK_TIMEOUT,
-							 PGC_SUSET, PGC_S_SESSION, GUC_ACTION_LOCAL,
-							 true, 0, false);
-
 	foreach(lc, kling_store_fetch_deliveries(finalized))
 	{
 		KlingDelivery *d = lfirst(lc);
@@ -167,10 +145,7 @@ kling_deliver_finalized(void)
 			if (failure != NULL)
 				appendStringInfo(&problems, "write-back: %s", failure);
 		}
-		if (d->error_callback_missing != NULL)
-			appendStringInfo(&problems, "%scallback: function %s no longer exists",
-							 problems.len > 0 ? "; " : "", d->error_callback_missing);
-		else if (OidIsValid(d->callback))
+		if (d->callback != NULL)
 		{
 			char	   *failure = kling_run_as_owner(d, kling_call_back);
 
@@ -186,34 +161,23 @@ kling_deliver_finalized(void)
 			kling_store_note_delivery_error(d->id, problems.data);
 		}
 
-		kling_notify_final(d->id, d->status, d->video_url, d->error);
+		kling_notify_final(d->id, d->status);
 	}
 }
 
 /*
- * NOTIFY kling with a JSON summary of a final task, and wake kling_wait
- * callers, both when the current transaction commits.
+ * NOTIFY kling that a task is final, and wake kling_wait callers, both when
+ * the current transaction commits.  The payload is small whatever the
+ * provider said: {"id": N, "status": "..."}.
  */
 void
-kling_notify_final(int64 id, const char *status, const char *video_url,
-				   const char *error)
+kling_notify_final(int64 id, const char *status)
 {
 	StringInfoData payload;
 
 	initStringInfo(&payload);
 	appendStringInfo(&payload, "{\"id\": " INT64_FORMAT ", \"status\": ", id);
 	escape_json(&payload, status);
-	appendStringInfoString(&payload, ", \"video_url\": ");
-	if (video_url != NULL)
-		escape_json(&payload, video_url);
-	else
-		appendStringInfoString(&payload, "null");
-	appendStringInfoString(&payload, ", \"error\": ");
-	if (error != NULL)
-		escape_json(&payload, pnstrdup(error, pg_mbcliplen(error, strlen(error),
-														   KLING_NOTIFY_ERROR_CHARS)));
-	else
-		appendStringInfoString(&payload, "null");
 	appendStringInfoChar(&payload, '}');
 
 	Async_Notify("kling", payload.data);

@@ -9,7 +9,6 @@
 #define KLING_DELIVERY_H
 
 extern void kling_deliver_finalized(void);
-extern void kling_notify_final(int64 id, const char *status,
-							   const char *video_url, const char *error);
+extern void kling_notify_final(int64 id, const char *status);
 
 #endif							/* KLING_DELIVERY_H */

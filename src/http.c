@@ -207,8 +207,22 @@ kling_header_callback(char *data, size_t size, size_t nitems, void *userp)
 }
 
 /*
+ * A request that could not start: it is done at once, never sent, and the
+ * worker handles it like any request that got no answer.
+ */
+static KlingHttpRequest *
+kling_http_not_started(KlingHttpRequest *req, const char *why)
+{
+	req->curl_result = CURLE_FAILED_INIT;
+	strlcpy(req->curl_error, why, sizeof(req->curl_error));
+	dlist_push_tail(&kling_done, &req->node);
+	return req;
+}
+
+/*
  * Start a request: a POST with a JSON body, or a GET when post_body is
- * NULL.  It runs while the worker waits; see kling_http_next_done().
+ * NULL.  It runs while the worker waits; see kling_http_next_done().  It
+ * never raises an error: one that cannot start is done at once, unsent.
  */
 KlingHttpRequest *
 kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
@@ -218,15 +232,15 @@ kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
 	CURL	   *easy;
 	char	   *auth;
 
-	/* A handle of a finished request keeps its buffers: take one if any. */
-	easy = kling_nidle > 0 ? kling_idle[--kling_nidle] : curl_easy_init();
-	if (easy == NULL)
-		elog(ERROR, "could not create a libcurl handle");
-
 	req = MemoryContextAllocZero(kling_http_context, sizeof(KlingHttpRequest));
 	req->kind = kind;
 	req->task_id = task_id;
 	req->attempts = attempts;
+
+	/* A handle of a finished request keeps its buffers: take one if any. */
+	easy = kling_nidle > 0 ? kling_idle[--kling_nidle] : curl_easy_init();
+	if (easy == NULL)
+		return kling_http_not_started(req, "could not create a libcurl handle");
 	req->easy = easy;
 
 	/* The key is only ever copied into this header; it is never logged. */
@@ -261,6 +275,8 @@ kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
 	else
 		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
 
+	/* A proxy only when configured: the server's environment is ignored. */
+	curl_easy_setopt(easy, CURLOPT_PROXY, kling_proxy != NULL ? kling_proxy : "");
 	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
 	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -279,10 +295,7 @@ kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
 	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
 
 	if (curl_multi_add_handle(kling_multi, easy) != CURLM_OK)
-	{
-		kling_http_free(req);
-		elog(ERROR, "could not add a request to the libcurl multi handle");
-	}
+		return kling_http_not_started(req, "could not add the request to the libcurl multi handle");
 	kling_active++;
 	dlist_push_tail(&kling_running, &req->node);
 	return req;
@@ -430,7 +443,9 @@ kling_http_failure(KlingHttpRequest *req)
 void
 kling_http_free(KlingHttpRequest *req)
 {
-	if (kling_nidle < KLING_MAX_IDLE_HANDLES)
+	if (req->easy == NULL)
+		;
+	else if (kling_nidle < KLING_MAX_IDLE_HANDLES)
 	{
 		curl_easy_reset(req->easy);
 		kling_idle[kling_nidle++] = req->easy;

@@ -12,6 +12,7 @@
 
 #include "fmgr.h"
 #include "miscadmin.h"
+#include "pgtime.h"
 #include "utils/guc.h"
 
 #include "kling.h"
@@ -34,6 +35,9 @@ char	   *kling_ca_file = NULL;
 int			kling_max_active_tasks = 100;
 int			kling_max_daily_tasks = 1000;
 int			kling_retention_s = 0;
+int			kling_delivery_timeout_ms = 5000;
+char	   *kling_time_zone = NULL;
+char	   *kling_proxy = NULL;
 
 static const struct config_enum_entry kling_route_options[] = {
 	{"generation", KLING_ROUTE_GENERATION, false},
@@ -42,6 +46,7 @@ static const struct config_enum_entry kling_route_options[] = {
 };
 
 static bool kling_check_base_url(char **newval, void **extra, GucSource source);
+static bool kling_check_time_zone(char **newval, void **extra, GucSource source);
 static const char *kling_show_api_key(void);
 static void kling_define_settings(void);
 
@@ -61,6 +66,20 @@ kling_check_base_url(char **newval, void **extra, GucSource source)
 		return false;
 	}
 	return true;
+}
+
+/*
+ * A time zone for the daily spend limit: empty (the server's log_timezone)
+ * or a name PostgreSQL knows, such as "UTC", "Europe/Paris" or a POSIX
+ * string like "UTC+5".
+ */
+static bool
+kling_check_time_zone(char **newval, void **extra, GucSource source)
+{
+	if ((*newval)[0] == '\0' || pg_tzset(*newval) != NULL)
+		return true;
+	GUC_check_errdetail("Time zone \"%s\" is not recognized.", *newval);
+	return false;
 }
 
 /*
@@ -214,6 +233,33 @@ kling_define_settings(void)
 							PGC_SIGHUP,
 							GUC_UNIT_S,
 							NULL, NULL, NULL);
+
+	DefineCustomIntVariable("kling.delivery_timeout",
+							"Time limit of one write-back or callback run for a task's owner.",
+							NULL,
+							&kling_delivery_timeout_ms,
+							5000, 10, 3600 * 1000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL, NULL, NULL);
+
+	DefineCustomStringVariable("kling.time_zone",
+							   "Time zone whose day kling.max_daily_tasks counts; empty for the server's log_timezone.",
+							   NULL,
+							   &kling_time_zone,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   kling_check_time_zone, NULL, NULL);
+
+	DefineCustomStringVariable("kling.proxy",
+							   "Proxy for requests to the provider; empty for none (the server's environment is ignored).",
+							   NULL,
+							   &kling_proxy,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL, NULL, NULL);
 
 	MarkGUCPrefixReserved("kling");
 }

@@ -28,6 +28,9 @@ extern char *kling_ca_file;
 extern int	kling_max_active_tasks;
 extern int	kling_max_daily_tasks;
 extern int	kling_retention_s;
+extern int	kling_delivery_timeout_ms;
+extern char *kling_time_zone;
+extern char *kling_proxy;
 
 /* The key requests use: kling.api_key, else the server's AIMLAPI_API_KEY. */
 extern const char *kling_effective_api_key(void);

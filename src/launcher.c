@@ -30,6 +30,7 @@
 
 #include "kling.h"
 #include "launcher.h"
+#include "shmem.h"
 #include "worker.h"
 
 /* How often to look for a database that does not exist (yet). */
@@ -192,6 +193,13 @@ kling_launcher_main(Datum main_arg)
 		}
 
 		said_missing = false;
+
+		/* A worker started by a launcher that died still runs: wait for it. */
+		if (kling_shmem_worker_attached())
+		{
+			kling_launcher_sleep(KLING_WORKER_RESTART_MS);
+			continue;
+		}
 		kling_run_worker(database_id);
 		/* Stopped: dropped database, crash or terminate. Pause, look again. */
 		kling_launcher_sleep(KLING_WORKER_RESTART_MS);

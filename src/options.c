@@ -14,7 +14,10 @@
 #include "postgres.h"
 
 #include "access/htup_details.h"
+#include "catalog/dependency.h"
+#include "catalog/pg_class.h"
 #include "catalog/pg_proc.h"
+#include "commands/extension.h"
 #include "fmgr.h"
 #include "miscadmin.h"
 #include "lib/stringinfo.h"
@@ -91,6 +94,7 @@ static char *kling_normalize_value(const KlingOption *opt, const JsonbValue *v);
 static int	kling_numeric_cmp(const JsonbValue *v, int64 n);
 static int	kling_json_depth(const JsonbValue *v, int limit);
 static Oid	kling_lookup_function(const char *signature);
+static bool kling_is_task_row_type(Oid type);
 static char *kling_normalize_callback(const KlingOption *opt, const JsonbValue *v);
 static void kling_append_options(StringInfo buf, char *const *normalized);
 
@@ -485,6 +489,21 @@ kling_lookup_function(const char *signature)
 }
 
 /*
+ * Whether a type is the row type of the extension's own kling_tasks, not of
+ * some other table of that name (which its owner could drop under the
+ * worker's feet).
+ */
+static bool
+kling_is_task_row_type(Oid type)
+{
+	Oid			relid = get_typ_typrelid(type);
+
+	return OidIsValid(relid) &&
+		strcmp(get_rel_name(relid), "kling_tasks") == 0 &&
+		getExtensionOfObject(RelationRelationId, relid) == get_extension_oid("kling", true);
+}
+
+/*
  * A callback: the signature of a function the caller may execute that takes
  * one kling_tasks row, as in "my_schema.on_video(kling_tasks)".  Stored
  * schema-qualified so that it means the same function to the worker.
@@ -520,8 +539,7 @@ kling_normalize_callback(const KlingOption *opt, const JsonbValue *v)
 		elog(ERROR, "cache lookup failed for function %u", fn);
 	proc = (Form_pg_proc) GETSTRUCT(tuple);
 	takes_task = proc->pronargs == 1 && proc->prokind == PROKIND_FUNCTION &&
-		OidIsValid(get_typ_typrelid(proc->proargtypes.values[0])) &&
-		strcmp(get_rel_name(get_typ_typrelid(proc->proargtypes.values[0])), "kling_tasks") == 0;
+		kling_is_task_row_type(proc->proargtypes.values[0]);
 	ReleaseSysCache(tuple);
 	if (!takes_task)
 		ereport(ERROR,

@@ -419,9 +419,21 @@ kling_read_success(KlingRequestKind kind, Jsonb *jb, KlingResponse *out)
 }
 
 /*
+ * Whether an error status proves that the provider refused a create before
+ * doing any work, so that sending it again cannot bill twice: any 4xx (it
+ * refused the request) and 503 (it did not take it).  A 500, 502, 504 or
+ * anything else may come after the provider accepted the task.
+ */
+static bool
+kling_create_refused(long http_status)
+{
+	return (http_status >= 300 && http_status < 500) || http_status == 503;
+}
+
+/*
  * Read an error status, following the provider's error table: 400 fails
  * the task, 401/403 hold the account's queue, 404 on a poll and 429/5xx are
- * retried.
+ * retried; a create is retried only when its answer proves it was refused.
  */
 static void
 kling_read_http_error(KlingRequestKind kind, long http_status, Jsonb *jb,
@@ -435,6 +447,22 @@ kling_read_http_error(KlingRequestKind kind, long http_status, Jsonb *jb,
 		detail = kling_error_message(jb, "error");
 	if (detail == NULL)
 		detail = pstrdup("no details");
+
+	if (kind == KLING_REQUEST_CREATE && !kling_create_refused(http_status))
+	{
+		out->outcome = KLING_OUTCOME_FAILED;
+		out->message = psprintf("outcome unknown: the provider answered HTTP %ld (%s) after the request was sent; the task may exist and bill, so it was not sent again",
+								http_status, detail);
+		return;
+	}
+	if (http_status >= 300 && http_status < 400)
+	{
+		/* Redirects are never followed: the base URL is wrong. */
+		out->outcome = KLING_OUTCOME_HOLD;
+		out->message = psprintf("the provider redirects (HTTP %ld): %s; check kling.base_url",
+								http_status, detail);
+		return;
+	}
 
 	switch (http_status)
 	{

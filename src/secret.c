@@ -19,12 +19,12 @@
 #include "kling.h"
 #include "secret.h"
 
-#define KLING_KEY_SETTING "kling.api_key"
 #define KLING_REDACTED "[message redacted: it held the kling.api_key value]"
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
 static bool kling_holds_key(const char *text);
+static bool kling_names_key_setting(const char *statement);
 static void kling_redact_log(ErrorData *edata);
 
 /* Install the log hook; called from _PG_init. */
@@ -50,6 +50,49 @@ kling_holds_key(const char *text)
 }
 
 /*
+ * Whether a statement may name the key's setting, in any spelling
+ * PostgreSQL accepts: any case, quoted, with white space or comments
+ * around the dot ("kling" . "API_KEY"), or as a Unicode-escaped
+ * identifier (U&"..."), which is not decoded here but taken as a match.
+ * The statement is compared with quotes, white space and comments taken
+ * out, in lower case.
+ */
+static bool
+kling_names_key_setting(const char *statement)
+{
+	char	   *folded;
+	int			n = 0;
+	bool		found;
+
+	if (statement == NULL)
+		return false;
+	folded = palloc(strlen(statement) + 1);
+	for (const char *p = statement; *p; p++)
+	{
+		if (p[0] == '/' && p[1] == '*')
+		{
+			const char *end = strstr(p + 2, "*/");
+
+			if (end == NULL)
+				break;
+			p = end + 1;
+		}
+		else if (p[0] == '-' && p[1] == '-')
+		{
+			while (p[1] != '\0' && p[1] != '\n')
+				p++;
+		}
+		else if (*p != '"' && !isspace((unsigned char) *p))
+			folded[n++] = pg_ascii_tolower((unsigned char) *p);
+	}
+	folded[n] = '\0';
+	found = strstr(folded, "api_key") != NULL ||
+		(strstr(folded, "u&") != NULL && strstr(folded, "kling") != NULL);
+	pfree(folded);
+	return found;
+}
+
+/*
  * Redact a message that holds the key (as the reload message does), or
  * that quotes a statement setting it (statement logging); and keep such a
  * statement out of STATEMENT lines.  Other messages that merely name the
@@ -58,8 +101,7 @@ kling_holds_key(const char *text)
 static void
 kling_redact_log(ErrorData *edata)
 {
-	bool		statement_sets_key = debug_query_string != NULL &&
-		strstr(debug_query_string, KLING_KEY_SETTING) != NULL;
+	bool		statement_sets_key = kling_names_key_setting(debug_query_string);
 
 	if (kling_holds_key(edata->message) ||
 		kling_holds_key(edata->detail) ||

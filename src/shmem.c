@@ -101,22 +101,44 @@ kling_shmem_startup(void)
 
 /*
  * Publish the calling worker's latch so that backends can wake it; it is
- * withdrawn again when the worker exits.
+ * withdrawn again when the worker exits.  Returns false, publishing
+ * nothing, if another worker has already done so: there is one worker.
  */
-void
+bool
 kling_shmem_attach_worker(void)
 {
+	bool		first;
+
 	if (kling_shared == NULL)
 		elog(ERROR, "kling shared memory is not initialized");
 
 	SpinLockAcquire(&kling_shared->mutex);
-	kling_shared->database_id = MyDatabaseId;
-	kling_shared->worker_latch = &MyProc->procLatch;
+	first = (kling_shared->worker_latch == NULL);
+	if (first)
+	{
+		kling_shared->database_id = MyDatabaseId;
+		kling_shared->worker_latch = &MyProc->procLatch;
+	}
 	SpinLockRelease(&kling_shared->mutex);
+	if (!first)
+		return false;
 	/* The first round looks at the table anyway. */
 	pg_atomic_write_u32(&kling_shared->wake_pending, 0);
 
 	before_shmem_exit(kling_shmem_detach_worker, (Datum) 0);
+	return true;
+}
+
+/* Whether a worker is running (it has published its latch). */
+bool
+kling_shmem_worker_attached(void)
+{
+	bool		attached;
+
+	SpinLockAcquire(&kling_shared->mutex);
+	attached = (kling_shared->worker_latch != NULL);
+	SpinLockRelease(&kling_shared->mutex);
+	return attached;
 }
 
 /* Withdraw the worker's latch at exit. */

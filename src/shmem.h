@@ -28,7 +28,8 @@ typedef struct KlingWorkerStats
 } KlingWorkerStats;
 
 extern void kling_shmem_register(void);
-extern void kling_shmem_attach_worker(void);
+extern bool kling_shmem_attach_worker(void);
+extern bool kling_shmem_worker_attached(void);
 extern void kling_take_wake(void);
 extern void kling_wake_worker_at_commit(void);
 extern void kling_announce_final_at_commit(void);

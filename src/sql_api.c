@@ -14,6 +14,7 @@
 #include "access/xlog.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "storage/latch.h"
@@ -70,6 +71,9 @@ kling_enqueue(text *prompt, Jsonb *opts, const KlingTarget *target)
 	if (opts == NULL)
 		opts = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
 	opts = kling_normalize_opts(opts);
+	/* The body goes out as UTF-8: refuse now what could not be sent. */
+	if (GetDatabaseEncoding() != PG_UTF8)
+		(void) kling_create_body(text_to_cstring(prompt), opts);
 
 	if (RecoveryInProgress())
 		ereport(ERROR,
@@ -121,7 +125,7 @@ kling_cancel(PG_FUNCTION_ARGS)
 	if (changed)
 	{
 		kling_wake_worker_at_commit();
-		kling_notify_final(id, "cancelled", NULL, NULL);
+		kling_notify_final(id, "cancelled");
 	}
 	PG_RETURN_BOOL(changed);
 }

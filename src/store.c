@@ -29,7 +29,10 @@
 #include "utils/snapmgr.h"
 #include "utils/timestamp.h"
 
+#include "pgtime.h"
+
 #include "kling.h"
+#include "sandbox.h"
 #include "store.h"
 
 typedef enum KlingPlanId
@@ -79,38 +82,73 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		" AND status IN ('pending', 'submitting', 'queued', 'generating')",
 		3, {INT8OID, TEXTOID, BOOLOID}
 	},
+	/*
+	 * A task cancelled after it reached the provider is still being made
+	 * (and billed) there: it counts until kling.task_timeout after sending.
+	 */
 	[KLING_PLAN_COUNT_ACTIVE] = {
-		"SELECT count(*)::int4 FROM (SELECT FROM %1$s WHERE owner = $1::name"
-		" AND status IN ('pending', 'submitting', 'queued', 'generating') LIMIT $2) s",
-		2, {TEXTOID, INT4OID}
+		"SELECT count(*)::int4 FROM ("
+		" (SELECT 1 FROM %1$s WHERE owner = $1::name"
+		"  AND status IN ('pending', 'submitting', 'queued', 'generating') LIMIT $2)"
+		" UNION ALL"
+		" (SELECT 1 FROM %1$s WHERE owner = $1::name AND status = 'cancelled'"
+		"  AND submitted_at > now() - $3 * interval '1 millisecond' LIMIT $2)) s",
+		3, {TEXTOID, INT4OID, INT4OID}
 	},
+	/* The day is the server's (or kling.time_zone's), never the caller's. */
 	[KLING_PLAN_COUNT_TODAY] = {
 		"SELECT count(*)::int4 FROM (SELECT FROM %1$s WHERE owner = $1::name"
-		" AND created_at >= date_trunc('day', now()) LIMIT $2) s",
-		2, {TEXTOID, INT4OID}
+		" AND created_at >= date_trunc('day', now(), $3) LIMIT $2) s",
+		3, {TEXTOID, INT4OID, TEXTOID}
 	},
+
+	/*
+	 * Every write of the worker skips rows a user's open transaction holds
+	 * (an uncommitted kling_cancel), so that the worker never waits on it.
+	 * Recovery also tells which of the given tasks (NULL: all) it could
+	 * not take yet.
+	 */
 	[KLING_PLAN_FAIL_INTERRUPTED] = {
-		"UPDATE %1$s SET status = 'failed', completed_at = now(), updated_at = now(),"
-		" error = 'outcome unknown: the server stopped while this task was being sent;"
-		" it was not sent again, to avoid paying twice'"
-		" WHERE status = 'submitting' RETURNING id",
-		0, {0}
+		"WITH candidates AS (SELECT id FROM %1$s WHERE status = 'submitting'"
+		"                    AND ($1 IS NULL OR id = ANY ($1))),"
+		" failed AS (UPDATE %1$s SET status = 'failed', completed_at = now(), updated_at = now(),"
+		"   error = 'outcome unknown: the server stopped while this task was being sent;"
+		"   it was not sent again, to avoid paying twice'"
+		"   WHERE id IN (SELECT id FROM %1$s WHERE id IN (SELECT id FROM candidates)"
+		"                AND status = 'submitting' FOR UPDATE SKIP LOCKED)"
+		"   RETURNING id)"
+		" SELECT id, true FROM failed"
+		" UNION ALL SELECT id, false FROM candidates WHERE id NOT IN (SELECT id FROM failed)",
+		1, {INT8ARRAYOID}
 	},
 	[KLING_PLAN_POLL_NOW] = {
 		"UPDATE %1$s SET next_attempt_at = now()"
-		" WHERE status IN ('queued', 'generating') AND next_attempt_at > now()",
+		" WHERE id IN (SELECT id FROM %1$s WHERE status IN ('queued', 'generating')"
+		"              AND next_attempt_at > now() FOR UPDATE SKIP LOCKED)",
 		0, {0}
 	},
 	[KLING_PLAN_EXPIRE] = {
 		"UPDATE %1$s SET status = 'failed', completed_at = now(), updated_at = now(),"
 		" error = format('not finished by the provider within kling.task_timeout (%%s)',"
 		"                $1 * interval '1 millisecond')"
-		" WHERE status IN ('queued', 'generating')"
-		" AND submitted_at < now() - $1 * interval '1 millisecond' RETURNING id",
+		" WHERE id IN (SELECT id FROM %1$s WHERE status IN ('queued', 'generating')"
+		"              AND submitted_at < now() - $1 * interval '1 millisecond'"
+		"              FOR UPDATE SKIP LOCKED)"
+		" RETURNING id",
 		1, {INT4OID}
 	},
+
+	/*
+	 * Returns (n, true) for each result written and (n, false) for each
+	 * whose task a user's open transaction holds (written in a later
+	 * round); a task that left the expected state is neither.
+	 */
 	[KLING_PLAN_APPLY] = {
-		"UPDATE %1$s t SET status = coalesce(u.status, t.status),"
+		"WITH u AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) WITH ORDINALITY"
+		"      AS u(id, status, generation_id, video_url, result, error, attempts, next_ms,"
+		"           from_create, n)),"
+		" free AS (SELECT id FROM %1$s WHERE id IN (SELECT id FROM u) FOR UPDATE SKIP LOCKED),"
+		" written AS (UPDATE %1$s t SET status = coalesce(u.status, t.status),"
 		" generation_id = coalesce(u.generation_id, t.generation_id),"
 		" video_url = coalesce(u.video_url, t.video_url),"
 		" result = coalesce(u.result, t.result),"
@@ -122,12 +160,12 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		" completed_at = CASE WHEN u.status IN ('completed', 'failed', 'cancelled')"
 		"                THEN now() END,"
 		" updated_at = now()"
-		" FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) WITH ORDINALITY"
-		"      AS u(id, status, generation_id, video_url, result, error, attempts, next_ms,"
-		"           from_create, n)"
-		" WHERE t.id = u.id AND CASE WHEN u.from_create THEN t.status = 'submitting'"
-		"                       ELSE t.status IN ('queued', 'generating') END"
-		" RETURNING u.n",
+		" FROM u WHERE t.id = u.id AND t.id IN (SELECT id FROM free)"
+		" AND CASE WHEN u.from_create THEN t.status = 'submitting'"
+		"     ELSE t.status IN ('queued', 'generating') END"
+		" RETURNING u.n)"
+		" SELECT n, true FROM written"
+		" UNION ALL SELECT n, false FROM u WHERE id NOT IN (SELECT id FROM free)",
 		9, {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
 			TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, BOOLARRAYOID}
 	},
@@ -157,8 +195,7 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 	},
 	[KLING_PLAN_FETCH_DELIVERY] = {
 		"SELECT t.id, t.owner, t.status, t.video_url, t.error, t.target_table::oid,"
-		" t.target_id_column, t.target_url_column, t.opts ->> 'callback',"
-		" to_regprocedure(t.opts ->> 'callback')::oid, t"
+		" t.target_id_column, t.target_url_column, t.opts ->> 'callback', t"
 		" FROM unnest($1) WITH ORDINALITY f(id, n) JOIN %1$s t ON t.id = f.id"
 		" ORDER BY f.n",
 		1, {INT8ARRAYOID}
@@ -170,7 +207,8 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 	[KLING_PLAN_DELETE_EXPIRED] = {
 		"DELETE FROM %1$s WHERE id IN (SELECT id FROM %1$s"
 		" WHERE status IN ('completed', 'failed', 'cancelled')"
-		" AND completed_at < now() - $1 * interval '1 second' LIMIT $2)",
+		" AND completed_at < now() - $1 * interval '1 second' LIMIT $2"
+		" FOR UPDATE SKIP LOCKED)",
 		2, {INT4OID, INT4OID}
 	},
 	[KLING_PLAN_GENERATION_TIMES] = {
@@ -221,10 +259,12 @@ typedef struct KlingCaller
 	bool		superuser;
 	Oid			save_userid;
 	int			save_sec_context;
+	int			save_nestlevel; /* undoes the pinned search_path */
 } KlingCaller;
 
 /* Where the worker's results go: the context current at begin_round. */
 static MemoryContext kling_round_context = NULL;
+static int	kling_round_nestlevel = 0;
 
 static bool kling_store_refresh_plans(void);
 static void kling_relcache_invalidated(Datum arg, Oid relid);
@@ -236,6 +276,7 @@ static void kling_note_finalized(int64 id);
 static void kling_note_finalized_rows(void);
 static char *kling_result_text(uint64 row, int column);
 static bool kling_first_timestamp(KlingPlanId id, Datum *args, TimestampTz *value);
+static const char *kling_day_time_zone(void);
 
 /*
  * Make sure the kept plans belong to the installed extension, and know
@@ -359,6 +400,8 @@ kling_enter_as_owner(KlingCaller *caller)
 	caller->name = GetUserNameFromId(caller->userid, false);
 	caller->superuser = superuser_arg(caller->userid);
 
+	/* The caller's search_path must not steer queries run as the owner. */
+	caller->save_nestlevel = kling_pin_search_path();
 	SPI_connect();
 	if (!kling_store_refresh_plans())
 		ereport(ERROR,
@@ -378,18 +421,31 @@ kling_leave(KlingCaller *caller)
 {
 	SetUserIdAndSecContext(caller->save_userid, caller->save_sec_context);
 	SPI_finish();
+	kling_unpin_settings(caller->save_nestlevel);
 }
 
-/* How many rows a counting plan finds for the caller, up to limit. */
+/*
+ * How many rows a counting plan finds for the caller, up to limit; the
+ * third parameter is the plan's own.
+ */
 static int
-kling_count_for(KlingPlanId id, KlingCaller *caller, int limit)
+kling_count_for(KlingPlanId id, KlingCaller *caller, int limit, Datum third)
 {
-	Datum		values[2] = {CStringGetTextDatum(caller->name), Int32GetDatum(limit)};
+	Datum		values[3] = {CStringGetTextDatum(caller->name), Int32GetDatum(limit), third};
 	bool		isnull;
 
 	kling_execute(id, values, NULL, 1);
 	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
 									   1, &isnull));
+}
+
+/* The zone of the daily limit: kling.time_zone, else the server's log_timezone. */
+static const char *
+kling_day_time_zone(void)
+{
+	if (kling_time_zone != NULL && kling_time_zone[0] != '\0')
+		return kling_time_zone;
+	return pg_get_timezone_name(log_timezone);
 }
 
 /*
@@ -400,7 +456,8 @@ static void
 kling_check_limits(KlingCaller *caller)
 {
 	if (kling_max_active_tasks > 0 &&
-		kling_count_for(KLING_PLAN_COUNT_ACTIVE, caller, kling_max_active_tasks) >= kling_max_active_tasks)
+		kling_count_for(KLING_PLAN_COUNT_ACTIVE, caller, kling_max_active_tasks,
+						Int32GetDatum(kling_task_timeout_ms)) >= kling_max_active_tasks)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("role \"%s\" already has %d kling tasks that are not final",
@@ -409,7 +466,8 @@ kling_check_limits(KlingCaller *caller)
 				 errhint("Wait for tasks to finish, or ask an administrator to raise kling.max_active_tasks.")));
 
 	if (kling_max_daily_tasks > 0 &&
-		kling_count_for(KLING_PLAN_COUNT_TODAY, caller, kling_max_daily_tasks) >= kling_max_daily_tasks)
+		kling_count_for(KLING_PLAN_COUNT_TODAY, caller, kling_max_daily_tasks,
+						CStringGetTextDatum(kling_day_time_zone())) >= kling_max_daily_tasks)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
 				 errmsg("role \"%s\" has submitted %d kling tasks today",
@@ -525,6 +583,7 @@ kling_store_begin_round(void)
 	kling_finalized = NIL;
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
+	kling_round_nestlevel = kling_pin_search_path();
 	SPI_connect();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	return kling_store_refresh_plans();
@@ -535,6 +594,7 @@ void
 kling_store_end_round(void)
 {
 	SPI_finish();
+	kling_unpin_settings(kling_round_nestlevel);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	MemoryContextSwitchTo(kling_round_context);
@@ -609,7 +669,6 @@ kling_store_fetch_deliveries(List *ids)
 		MemoryContext spi;
 		bool		isnull;
 		Datum		oid;
-		char	   *callback_name;
 
 		d->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
 		d->owner = kling_result_text(r, 2);
@@ -620,14 +679,10 @@ kling_store_fetch_deliveries(List *ids)
 		d->target_table = isnull ? InvalidOid : DatumGetObjectId(oid);
 		d->target_id_column = kling_result_text(r, 7);
 		d->target_url_column = kling_result_text(r, 8);
-		callback_name = kling_result_text(r, 9);
-		oid = SPI_getbinval(tuple, desc, 10, &isnull);
-		d->callback = isnull ? InvalidOid : DatumGetObjectId(oid);
-		if (callback_name != NULL && !OidIsValid(d->callback))
-			d->error_callback_missing = callback_name;
+		d->callback = kling_result_text(r, 9);
 
 		spi = MemoryContextSwitchTo(kling_round_context);
-		d->row = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tuple, desc, 11, &isnull)));
+		d->row = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tuple, desc, 10, &isnull)));
 		deliveries = lappend(deliveries, d);
 		MemoryContextSwitchTo(spi);
 	}
@@ -685,20 +740,51 @@ kling_store_note_delivery_error(int64 id, const char *error)
 }
 
 /*
- * Take over from a worker that stopped, once when a worker starts serving.
+ * Take over from a worker that stopped, when a worker starts serving.
  * Tasks it left in 'submitting' may or may not have reached the provider, so
  * they fail rather than risk a second bill; returns how many.  Tasks at the
  * provider are polled at once, since polls it had under way were lost.
+ *
+ * *held gets the tasks a user's open transaction holds (as an int8[], or
+ * (Datum) 0 if none): call again with only = that array in a later round
+ * to finish; only = (Datum) 0 takes every task left 'submitting'.
  */
 int
-kling_store_recover(void)
+kling_store_recover(Datum only, Datum *held)
 {
-	int			interrupted;
+	Datum		values[1] = {only};
+	char		nulls[1] = {only == (Datum) 0 ? 'n' : ' '};
+	int64	   *held_ids;
+	int			nheld = 0;
+	int			interrupted = 0;
 
-	kling_execute(KLING_PLAN_FAIL_INTERRUPTED, NULL, NULL, 0);
-	interrupted = (int) SPI_processed;
-	kling_note_finalized_rows();
-	kling_execute(KLING_PLAN_POLL_NOW, NULL, NULL, 0);
+	kling_execute(KLING_PLAN_FAIL_INTERRUPTED, values, nulls, 0);
+	held_ids = palloc(Max(SPI_processed, 1) * sizeof(int64));
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		bool		isnull;
+		int64		id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[i],
+													 SPI_tuptable->tupdesc, 1, &isnull));
+
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2, &isnull)))
+		{
+			kling_note_finalized(id);
+			interrupted++;
+		}
+		else
+			held_ids[nheld++] = id;
+	}
+	if (nheld > 0)
+	{
+		MemoryContext spi = MemoryContextSwitchTo(kling_round_context);
+
+		*held = kling_store_id_array(held_ids, nheld);
+		MemoryContextSwitchTo(spi);
+	}
+	else
+		*held = (Datum) 0;
+	if (only == (Datum) 0)
+		kling_execute(KLING_PLAN_POLL_NOW, NULL, NULL, 0);
 	return interrupted;
 }
 
@@ -738,10 +824,12 @@ kling_text_or_null(const char *value, bool *isnull)
 /*
  * Write the round's results, all in one statement.  A task that left the
  * expected state meanwhile (it was cancelled) is not changed, but still
- * records the generation id its create got, for the history.
+ * records the generation id its create got, for the history.  A task that a
+ * user's open transaction holds is not waited for: its update is marked
+ * held, for the caller to write in a later round.
  */
 void
-kling_store_apply_all(const KlingTaskUpdate *updates, int n)
+kling_store_apply_all(KlingTaskUpdate *updates, int n)
 {
 	enum
 	{
@@ -790,13 +878,18 @@ kling_store_apply_all(const KlingTaskUpdate *updates, int n)
 		int64		i = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
 													SPI_tuptable->tupdesc, 1, &isnull));
 
-		applied[i - 1] = true;
+		if (DatumGetBool(SPI_getbinval(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 2, &isnull)))
+			applied[i - 1] = true;
+		else
+			updates[i - 1].held = true;
 	}
 
 	for (int i = 0; i < n; i++)
 	{
 		const KlingTaskUpdate *u = &updates[i];
 
+		if (u->held)
+			continue;
 		if (applied[i])
 		{
 			if (u->status != NULL &&

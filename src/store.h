@@ -31,6 +31,8 @@ typedef struct KlingTaskUpdate
 	const char *error;			/* NULL clears it */
 	int			attempts;
 	int			next_attempt_ms;	/* from now */
+	bool		held;			/* set by apply: a user's transaction holds
+								 * the task; write it in a later round */
 } KlingTaskUpdate;
 
 /* A task the worker has claimed to send or poll. */
@@ -41,6 +43,8 @@ typedef struct KlingClaim
 	Jsonb	   *opts;
 	char	   *generation_id;	/* polls only */
 	int			attempts;
+	char	   *body;			/* creates: the request body, built by the
+								 * worker before the claim commits */
 } KlingClaim;
 
 /* Where a task made by the trigger writes its video URL back. */
@@ -62,8 +66,7 @@ typedef struct KlingDelivery
 	Oid			target_table;	/* InvalidOid: no write-back */
 	char	   *target_id_column;
 	char	   *target_url_column;
-	Oid			callback;		/* InvalidOid: no callback */
-	char	   *error_callback_missing; /* a callback named but gone */
+	char	   *callback;		/* signature of the callback, or NULL */
 	Datum		row;			/* the task's row, for the callback */
 } KlingDelivery;
 
@@ -84,9 +87,9 @@ extern bool kling_store_cancel(int64 id);
 /* Called by the worker, in one transaction per round. */
 extern bool kling_store_begin_round(void);
 extern void kling_store_end_round(void);
-extern int	kling_store_recover(void);
+extern int	kling_store_recover(Datum only, Datum *held);
 extern int	kling_store_expire(int task_timeout_ms);
-extern void kling_store_apply_all(const KlingTaskUpdate *updates, int n);
+extern void kling_store_apply_all(KlingTaskUpdate *updates, int n);
 extern int	kling_store_count_in_flight(void);
 extern List *kling_store_claim_creates(int limit);
 extern List *kling_store_claim_polls(int limit, Datum polling);

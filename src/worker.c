@@ -17,6 +17,7 @@
 
 #include "access/xact.h"
 #include "common/pg_prng.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "pgstat.h"
 #include "postmaster/bgworker.h"
@@ -26,6 +27,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/jsonb.h"
 #include "utils/memutils.h"
@@ -35,6 +37,7 @@
 #include "delivery.h"
 #include "http.h"
 #include "protocol.h"
+#include "sandbox.h"
 #include "shmem.h"
 #include "store.h"
 #include "subxact.h"
@@ -66,7 +69,24 @@
 
 static MemoryContext kling_round_context = NULL;
 static bool kling_extension_present = true;
+
+/* Whether recovery ran, and the tasks it found held by a user (int8[]). */
 static bool kling_recovered = false;
+static Datum kling_recover_held = (Datum) 0;
+
+/* Results of creates a user's open transaction held back, to write later. */
+static MemoryContext kling_held_context = NULL;
+static List *kling_held_updates = NIL;
+
+/* One round: the requests it takes, what they mean, what it claims. */
+typedef struct KlingRound
+{
+	List	   *done;			/* finished KlingHttpRequests */
+	KlingTaskUpdate *updates;	/* held results, then one per done request */
+	int			nupdates;
+	List	   *creates;		/* claimed KlingClaims, bodies built */
+	List	   *polls;
+} KlingRound;
 
 /* When the next poll or send is due; 0 when nothing waits. */
 static TimestampTz kling_next_due = 0;
@@ -97,7 +117,15 @@ static TimestampTz kling_hold_until = 0;
 static int	kling_hold_ms = 0;
 
 static void kling_worker_round(void);
-static void kling_round_transaction(List *done, bool isolate);
+static void kling_round_failed(KlingRound *round);
+static void kling_decide_all(KlingRound *round);
+static void kling_keep_held(KlingTaskUpdate *updates, int n, bool all);
+static Datum kling_recover(void);
+static void kling_round_transaction(KlingRound *round, bool isolate);
+static void kling_schedule_next(KlingRound *round, bool can_send, Datum polling);
+static void kling_note_recover_held(Datum held);
+static List *kling_prepare_creates(List *claims);
+static char *kling_build_body(KlingClaim *c);
 static Datum kling_polls_under_way(void);
 static void kling_apply_isolated(KlingTaskUpdate *update);
 static void kling_decide(KlingHttpRequest *req, KlingTaskUpdate *update);
@@ -125,8 +153,15 @@ kling_worker_main(Datum main_arg)
 	/* The launcher found the database; it may be gone by now (FATAL). */
 	BackgroundWorkerInitializeConnectionByOid(DatumGetObjectId(main_arg), InvalidOid, 0);
 	pgstat_report_appname("kling worker");
+	kling_pin_worker_settings();
 
-	kling_shmem_attach_worker();
+	/* A launcher that died and came back may start a second worker. */
+	if (!kling_shmem_attach_worker())
+	{
+		ereport(LOG,
+				(errmsg("kling worker not started: another kling worker already serves")));
+		proc_exit(0);
+	}
 	kling_http_init();
 	kling_round_context = AllocSetContextCreate(TopMemoryContext,
 												"kling worker round",
@@ -198,12 +233,14 @@ kling_wait_timeout(void)
  * One round: take the finished requests, write them and claim new work in
  * one transaction, then send.  If the transaction fails, it runs again with
  * each result in a subtransaction of its own, so that one bad result cannot
- * hold back the others.
+ * hold back the others; if that fails too, the results of creates are kept
+ * for the next round.  The sends come after the commit, outside the
+ * transaction's error handling: a claimed task is always sent.
  */
 static void
 kling_worker_round(void)
 {
-	List	   *volatile done = NIL;
+	KlingRound	round = {0};
 	KlingHttpRequest *req;
 	MemoryContext oldcontext;
 	ListCell   *lc;
@@ -215,26 +252,31 @@ kling_worker_round(void)
 	kling_take_wake();
 
 	while ((req = kling_http_next_done()) != NULL)
-		done = lappend(done, req);
+		round.done = lappend(round.done, req);
 
 	PG_TRY();
 	{
-		kling_round_transaction(done, false);
+		kling_round_transaction(&round, false);
 	}
 	PG_CATCH();
 	{
-		MemoryContextSwitchTo(kling_round_context);
-		EmitErrorReport();
-		FlushErrorState();
-		AbortCurrentTransaction();
-		MemoryContextSwitchTo(kling_round_context);
-		kling_counted_at = 0;	/* the failed attempt's scans are void */
-		kling_expired_at = 0;
-		kling_round_transaction(done, true);
+		kling_round_failed(&round);
+		PG_TRY();
+		{
+			kling_round_transaction(&round, true);
+		}
+		PG_CATCH();
+		{
+			kling_round_failed(&round);
+			kling_keep_held(round.updates, round.nupdates, true);
+		}
+		PG_END_TRY();
 	}
 	PG_END_TRY();
 
-	foreach(lc, done)
+	kling_start_requests(round.creates, round.polls);
+
+	foreach(lc, round.done)
 		kling_http_free(lfirst(lc));
 
 	kling_stats.last_round_at = GetCurrentTimestamp();
@@ -251,19 +293,124 @@ kling_worker_round(void)
 }
 
 /*
- * The round's transaction.  Requests go out only after it commits.
+ * A round's transaction failed: report it, roll it back, and forget what
+ * it claimed (the claims are rolled back too).
  */
 static void
-kling_round_transaction(List *done, bool isolate)
+kling_round_failed(KlingRound *round)
 {
-	List	   *creates = NIL;
-	List	   *polls = NIL;
+	MemoryContextSwitchTo(kling_round_context);
+	EmitErrorReport();
+	FlushErrorState();
+	AbortCurrentTransaction();
+	MemoryContextSwitchTo(kling_round_context);
+	kling_counted_at = 0;		/* the failed attempt's scans are void */
+	kling_expired_at = 0;
+	round->creates = NIL;
+	round->polls = NIL;
+}
+
+/*
+ * Decide what each finished request means for its task, once per round
+ * (deciding has effects: statistics, holds, logs), in the round's context
+ * so that a rolled-back attempt keeps the decisions.  Results a user's
+ * transaction held back in an earlier round come first.
+ */
+static void
+kling_decide_all(KlingRound *round)
+{
+	int			nheld = list_length(kling_held_updates);
+	ListCell   *lc;
+
+	if (round->updates != NULL)
+		return;
+	round->nupdates = nheld + list_length(round->done);
+	round->updates = MemoryContextAlloc(kling_round_context,
+										Max(round->nupdates, 1) * sizeof(KlingTaskUpdate));
+	foreach(lc, kling_held_updates)
+		round->updates[foreach_current_index(lc)] = *(KlingTaskUpdate *) lfirst(lc);
+	foreach(lc, round->done)
+	{
+		MemoryContext old = MemoryContextSwitchTo(kling_round_context);
+
+		kling_decide(lfirst(lc), &round->updates[nheld + foreach_current_index(lc)]);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
+ * Keep for the next round the results of creates that could not be written
+ * (a user's open transaction holds the task, or, with all, the round
+ * failed): a generation id must not be lost.  Poll results are not kept;
+ * the task is simply polled again.
+ */
+static void
+kling_keep_held(KlingTaskUpdate *updates, int n, bool all)
+{
+	MemoryContext context = AllocSetContextCreate(TopMemoryContext,
+												  "kling held results",
+												  ALLOCSET_SMALL_SIZES);
+	MemoryContext old = MemoryContextSwitchTo(context);
+	List	   *kept = NIL;
+
+	for (int i = 0; i < n; i++)
+	{
+		KlingTaskUpdate *u = &updates[i];
+		KlingTaskUpdate *copy;
+
+		if (u->expect != KLING_EXPECT_SUBMITTING || !(all || u->held))
+			continue;
+		copy = palloc(sizeof(KlingTaskUpdate));
+		*copy = *u;
+		copy->held = false;
+		copy->status = u->status ? pstrdup(u->status) : NULL;
+		copy->generation_id = u->generation_id ? pstrdup(u->generation_id) : NULL;
+		copy->video_url = u->video_url ? pstrdup(u->video_url) : NULL;
+		copy->result = u->result ? (Jsonb *) PG_DETOAST_DATUM_COPY(JsonbPGetDatum(u->result)) : NULL;
+		copy->error = u->error ? pstrdup(u->error) : NULL;
+		kept = lappend(kept, copy);
+	}
+	MemoryContextSwitchTo(old);
+
+	if (kling_held_context != NULL)
+		MemoryContextDelete(kling_held_context);
+	kling_held_context = context;
+	kling_held_updates = kept;
+}
+
+/*
+ * Take over from a worker that stopped: once at start, then again for the
+ * tasks a user's open transaction held back, until there are none.
+ * Returns the array of tasks still held, in the round's context, or
+ * (Datum) 0.
+ */
+static Datum
+kling_recover(void)
+{
+	Datum		held;
+	int			n;
+
+	if (kling_recovered && kling_recover_held == (Datum) 0)
+		return (Datum) 0;
+	n = kling_store_recover(kling_recover_held, &held);
+	if (n > 0)
+		ereport(LOG,
+				(errmsg("kling: %d tasks were being sent when the server stopped; they failed with an unknown outcome", n)));
+	return held;
+}
+
+/*
+ * The round's transaction: write results, housekeeping, claim, schedule.
+ * What it claims is sent by the caller once it has committed.
+ */
+static void
+kling_round_transaction(KlingRound *round, bool isolate)
+{
 	int			room = KLING_MAX_REQUESTS - kling_http_active();
 	bool		can_send;
 	TimestampTz now;
-	KlingTaskUpdate *updates;
 	Datum		polling;
-	ListCell   *lc;
+	Datum		still_held;
 
 	pgstat_report_activity(STATE_RUNNING, "kling: writing results and claiming tasks");
 
@@ -277,26 +424,15 @@ kling_round_transaction(List *done, bool isolate)
 		return;
 	}
 
-	if (!kling_recovered)
-	{
-		int			n = kling_store_recover();
-
-		if (n > 0)
-			ereport(LOG,
-					(errmsg("kling: %d tasks were being sent when the server stopped; they failed with an unknown outcome", n)));
-		kling_recovered = true;
-	}
-
-	updates = palloc(Max(list_length(done), 1) * sizeof(KlingTaskUpdate));
-	foreach(lc, done)
-		kling_decide(lfirst(lc), &updates[foreach_current_index(lc)]);
+	still_held = kling_recover();
+	kling_decide_all(round);
 	if (isolate)
 	{
-		for (int i = 0; i < list_length(done); i++)
-			kling_apply_isolated(&updates[i]);
+		for (int i = 0; i < round->nupdates; i++)
+			kling_apply_isolated(&round->updates[i]);
 	}
 	else
-		kling_store_apply_all(updates, list_length(done));
+		kling_store_apply_all(round->updates, round->nupdates);
 
 	/* Expiry is due every tenth of the timeout, within those bounds. */
 	now = GetCurrentTimestamp();
@@ -307,7 +443,6 @@ kling_round_transaction(List *done, bool isolate)
 		kling_store_expire(kling_task_timeout_ms);
 		kling_expired_at = now;
 	}
-	kling_deliver_finalized();
 	kling_apply_retention();
 	kling_refresh_generation_times();
 
@@ -336,29 +471,45 @@ kling_round_transaction(List *done, bool isolate)
 		int			free_slots = kling_max_in_flight - kling_in_flight;
 
 		if (free_slots > 0)
-			creates = kling_store_claim_creates(Min(free_slots, room));
-		kling_in_flight += list_length(creates);
-		room -= list_length(creates);
-		can_send = (free_slots > list_length(creates));
+			round->creates = kling_prepare_creates(kling_store_claim_creates(Min(free_slots, room)));
+		kling_in_flight += list_length(round->creates);
+		room -= list_length(round->creates);
+		can_send = (free_slots > list_length(round->creates));
 	}
 	polling = kling_polls_under_way();
 	if (!kling_holding() && room > 0)
-		polls = kling_store_claim_polls(room, polling);
+		round->polls = kling_store_claim_polls(room, polling);
 
+	/* Every task made final: by results, expiry, recovery, unbuildable claims. */
+	kling_deliver_finalized();
+
+	kling_schedule_next(round, can_send, polling);
+	kling_store_end_round();
+
+	/* Only now that it committed: what it recovered and held back. */
+	kling_recovered = true;
+	kling_note_recover_held(still_held);
+	kling_keep_held(round->updates, round->nupdates, false);
+}
+
+/*
+ * When the loop should come back: the next due poll or send.  Work that
+ * was due when the claims looked (SQL's now() is the round's start) but
+ * could not be claimed (rows locked by others, or every request slot busy)
+ * must not make the loop spin: look again a little later.  Finished
+ * requests wake the loop anyway.  Work that fell due while the round ran
+ * is due now, not later.
+ */
+static void
+kling_schedule_next(KlingRound *round, bool can_send, Datum polling)
+{
 	if (!kling_store_next_due(can_send, polling, &kling_next_due))
 		kling_next_due = 0;
 	else
 	{
-		/*
-		 * Work that was due when the claims looked (SQL's now() is the
-		 * round's start) but could not be claimed (rows locked by others,
-		 * or every request slot busy) must not make the loop spin: look
-		 * again a little later.  Finished requests wake the loop anyway.
-		 * Work that fell due while the round ran is due now, not later.
-		 */
 		TimestampTz claimed_at = GetCurrentTransactionStartTimestamp();
 
-		if (kling_next_due <= claimed_at && creates == NIL && polls == NIL)
+		if (kling_next_due <= claimed_at && round->creates == NIL && round->polls == NIL)
 			kling_next_due = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 														 Min(kling_poll_interval_ms, 1000));
 	}
@@ -366,7 +517,8 @@ kling_round_transaction(List *done, bool isolate)
 	/*
 	 * Pending tasks held back by kling.max_in_flight wait for a slot; a
 	 * slot freed by a user's cancel shows only in a recount, so come back
-	 * for one even if nothing else is due.
+	 * for one even if nothing else is due.  So do results and recoveries a
+	 * user's transaction held back.
 	 */
 	if (!kling_holding() && kling_in_flight >= kling_max_in_flight &&
 		kling_store_pending_exists())
@@ -376,9 +528,86 @@ kling_round_transaction(List *done, bool isolate)
 		if (kling_next_due == 0 || recount < kling_next_due)
 			kling_next_due = recount;
 	}
-	kling_store_end_round();
+	if (kling_held_updates != NIL || kling_recover_held != (Datum) 0)
+	{
+		TimestampTz retry = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
+														Min(kling_poll_interval_ms, 1000));
 
-	kling_start_requests(creates, polls);
+		if (kling_next_due == 0 || retry < kling_next_due)
+			kling_next_due = retry;
+	}
+}
+
+/* Remember, past the round, the recovered tasks still held back. */
+static void
+kling_note_recover_held(Datum held)
+{
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+
+	if (kling_recover_held != (Datum) 0)
+		pfree(DatumGetPointer(kling_recover_held));
+	kling_recover_held = held == (Datum) 0 ? (Datum) 0 : datumCopy(held, false, -1);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Build the request body of each claimed create, before the claim commits.
+ * A task whose body cannot be built (its text cannot be sent as UTF-8)
+ * fails now, with the reason, instead of staying 'submitting'.
+ */
+static List *
+kling_prepare_creates(List *claims)
+{
+	List	   *ready = NIL;
+	ListCell   *lc;
+
+	foreach(lc, claims)
+	{
+		KlingClaim *c = lfirst(lc);
+		char	   *failure = kling_build_body(c);
+
+		if (failure == NULL)
+			ready = lappend(ready, c);
+		else
+		{
+			KlingTaskUpdate u = {0};
+
+			u.id = c->id;
+			u.expect = KLING_EXPECT_SUBMITTING;
+			u.status = "failed";
+			u.error = psprintf("could not build the request: %s", failure);
+			ereport(LOG, (errmsg("kling: task %lld failed: %s", (long long) c->id, u.error)));
+			kling_store_apply_all(&u, 1);
+		}
+	}
+	return ready;
+}
+
+/* Body step for kling_try_in_subtransaction. */
+static void
+kling_build_body_step(void *arg)
+{
+	KlingClaim *c = arg;
+	MemoryContext old = MemoryContextSwitchTo(kling_round_context);
+
+	c->body = kling_create_body(c->prompt, c->opts);
+	MemoryContextSwitchTo(old);
+}
+
+/*
+ * Build a claimed create's body; NULL if it worked, else why not.  Only a
+ * database encoding other than UTF-8 can make it fail, so only then is it
+ * worth a subtransaction.
+ */
+static char *
+kling_build_body(KlingClaim *c)
+{
+	if (GetDatabaseEncoding() == PG_UTF8)
+	{
+		kling_build_body_step(c);
+		return NULL;
+	}
+	return kling_try_in_subtransaction(kling_build_body_step, c);
 }
 
 /* The tasks whose poll is under way, as an int8[] for the store. */
@@ -482,7 +711,13 @@ kling_decide(KlingHttpRequest *req, KlingTaskUpdate *u)
 			u->error = r.message;
 			break;
 		case KLING_OUTCOME_RETRY:
-			u->attempts = req->attempts + (r.counts_attempt ? 1 : 0);
+
+			/*
+			 * Every refusal counts, so the backoff grows even for a 429
+			 * (which never fails a task by itself), and Retry-After can
+			 * lengthen the wait but not shorten it below the backoff.
+			 */
+			u->attempts = req->attempts + 1;
 			if (r.counts_attempt && u->attempts >= kling_max_attempts)
 			{
 				u->status = "failed";
@@ -491,9 +726,7 @@ kling_decide(KlingHttpRequest *req, KlingTaskUpdate *u)
 			}
 			u->status = create ? "pending" : NULL;
 			u->error = r.message;
-			u->next_attempt_ms = r.retry_after_ms >= 0
-				? r.retry_after_ms
-				: kling_backoff_ms(u->attempts + (r.counts_attempt ? 0 : 1));
+			u->next_attempt_ms = Max(r.retry_after_ms, kling_backoff_ms(u->attempts));
 			break;
 		case KLING_OUTCOME_HOLD:
 			kling_start_hold(r.message);
@@ -585,7 +818,7 @@ kling_start_requests(List *creates, List *polls)
 		KlingHttpRequest *req;
 
 		req = kling_http_start(KLING_REQUEST_CREATE, c->id, c->attempts, create_url,
-							   kling_create_body(c->prompt, c->opts));
+							   c->body);
 		req->learned = kling_learned_start_ms(c->opts, &req->first_poll_ms);
 	}
 

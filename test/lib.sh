@@ -70,16 +70,25 @@ kling_make_workdir() {
     export WORK
 }
 
-# Build and install the extension from $WORK/src.
+# Build the extension from $WORK/src and install it into a private copy of
+# the server under $WORK/pg, never into the system's directories: the
+# system's kling (if any) and other runs stay untouched.  PostgreSQL finds
+# its share and library directories relative to its own binaries, so the
+# copy's binaries load the copy's files.  Sets PG_BIN to the copy's.
 kling_build_install() {
-    log "building and installing the extension"
+    log "building the extension; installing it into a private copy of PostgreSQL"
     make -C "$WORK/src" -s clean >/dev/null
     make -C "$WORK/src" -s >/dev/null
-    if [ -w "$(pg_config --pkglibdir)" ]; then
-        make -C "$WORK/src" -s install >/dev/null
-    else
-        sudo make -C "$WORK/src" -s install >/dev/null
-    fi
+    local root=$WORK/pg libroot sharedir
+    libroot=$(dirname "$(pg_config --bindir)")
+    sharedir=$(pg_config --sharedir)
+    mkdir -p "$root$(dirname "$libroot")" "$root$(dirname "$sharedir")"
+    cp -a "$libroot" "$root$libroot"
+    cp -a "$sharedir" "$root$sharedir"
+    rm -f "$root$sharedir"/extension/kling[-.]* "$root$libroot"/lib/kling.so
+    make -C "$WORK/src" -s install DESTDIR="$root" >/dev/null
+    PG_BIN=$root$libroot/bin
+    export PG_BIN
     [ "$(id -u)" -eq 0 ] && chown -R postgres "$WORK"
     return 0
 }

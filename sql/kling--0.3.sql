@@ -1,4 +1,4 @@
--- kling--0.2.sql: the task table and the SQL surface of the kling extension
+-- kling--0.3.sql: the task table and the SQL surface of the kling extension
 
 \echo Use "CREATE EXTENSION kling" to load this file. \quit
 
@@ -66,6 +66,10 @@ CREATE INDEX kling_tasks_poll_idx ON kling_tasks (next_attempt_at)
 CREATE INDEX kling_tasks_owner_active_idx ON kling_tasks (owner)
     WHERE status IN ('pending', 'submitting', 'queued', 'generating');
 CREATE INDEX kling_tasks_owner_created_idx ON kling_tasks (owner, created_at);
+-- A task cancelled after it reached the provider still counts against the
+-- active limit for a while (the provider goes on making it).
+CREATE INDEX kling_tasks_owner_cancelled_idx ON kling_tasks (owner, submitted_at)
+    WHERE status = 'cancelled';
 
 -- A role sees only its own tasks (superusers and the table owner see all).
 -- Nobody but the owner may write the table: the functions below do the
