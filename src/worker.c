@@ -347,12 +347,19 @@ kling_decide_all(KlingRound *round)
 static void
 kling_keep_held(KlingTaskUpdate *updates, int n, bool all)
 {
-	MemoryContext context = AllocSetContextCreate(TopMemoryContext,
-												  "kling held results",
-												  ALLOCSET_SMALL_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(context);
+	MemoryContext context;
+	MemoryContext old;
 	List	   *kept = NIL;
+	bool		any = false;
 
+	for (int i = 0; i < n && !any; i++)
+		any = updates[i].expect == KLING_EXPECT_SUBMITTING && (all || updates[i].held);
+	if (!any && kling_held_context == NULL)
+		return;
+
+	context = AllocSetContextCreate(TopMemoryContext, "kling held results",
+									ALLOCSET_SMALL_SIZES);
+	old = MemoryContextSwitchTo(context);
 	for (int i = 0; i < n; i++)
 	{
 		KlingTaskUpdate *u = &updates[i];
@@ -374,8 +381,10 @@ kling_keep_held(KlingTaskUpdate *updates, int n, bool all)
 
 	if (kling_held_context != NULL)
 		MemoryContextDelete(kling_held_context);
-	kling_held_context = context;
+	kling_held_context = kept != NIL ? context : NULL;
 	kling_held_updates = kept;
+	if (kept == NIL)
+		MemoryContextDelete(context);
 }
 
 /*
