@@ -97,7 +97,7 @@ COMMENT ON FUNCTION kling_submit(text, jsonb) IS
 CREATE FUNCTION kling_status(id bigint)
 RETURNS kling_tasks
 AS 'MODULE_PATHNAME', 'kling_status'
-LANGUAGE C STRICT STABLE;
+LANGUAGE C STABLE;
 
 COMMENT ON FUNCTION kling_status(bigint) IS
     'The task''s row as it stands; an error if no such task is visible';
@@ -106,7 +106,7 @@ COMMENT ON FUNCTION kling_status(bigint) IS
 CREATE FUNCTION kling_cancel(id bigint)
 RETURNS boolean
 AS 'MODULE_PATHNAME', 'kling_cancel'
-LANGUAGE C STRICT VOLATILE;
+LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION kling_cancel(bigint) IS
     'Cancel a task that is not final; true if it changed anything';
@@ -115,7 +115,7 @@ COMMENT ON FUNCTION kling_cancel(bigint) IS
 CREATE FUNCTION kling_wait(id bigint, timeout interval DEFAULT '30 min')
 RETURNS kling_tasks
 AS 'MODULE_PATHNAME', 'kling_wait'
-LANGUAGE C STRICT VOLATILE;
+LANGUAGE C VOLATILE;
 
 COMMENT ON FUNCTION kling_wait(bigint, interval) IS
     'Wait until the task is final or the timeout passes; returns its row as it stands';
@@ -211,3 +211,47 @@ COMMENT ON VIEW kling_worker IS
 
 REVOKE ALL ON kling_stats, kling_failures, kling_worker FROM PUBLIC;
 REVOKE ALL ON FUNCTION kling_worker_info() FROM PUBLIC;
+
+-- Send a failed task again, if it provably never reached the provider.
+CREATE FUNCTION kling_retry(id bigint)
+RETURNS void
+AS 'MODULE_PATHNAME', 'kling_retry'
+LANGUAGE C VOLATILE;
+
+COMMENT ON FUNCTION kling_retry(bigint) IS
+    'Send a failed task again as a new attempt, if it never reached the provider; an error says why not';
+
+REVOKE ALL ON FUNCTION kling_retry(bigint) FROM PUBLIC;
+
+-- Two roles to grant in one line: kling_user submits, follows and reports
+-- on its own tasks (and may put kling_on_insert on its tables);
+-- kling_monitor watches the worker.  Roles belong to the whole server:
+-- made by the first CREATE EXTENSION, reused by the others, kept by DROP
+-- EXTENSION.
+DO $$
+BEGIN
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'kling_user') THEN
+        CREATE ROLE kling_user NOLOGIN;
+    END IF;
+    IF NOT EXISTS (SELECT FROM pg_catalog.pg_roles WHERE rolname = 'kling_monitor') THEN
+        CREATE ROLE kling_monitor NOLOGIN;
+    END IF;
+END $$;
+GRANT EXECUTE ON FUNCTION kling_submit(text, jsonb), kling_status(bigint), kling_cancel(bigint),
+                          kling_retry(bigint), kling_wait(bigint, interval), kling_on_insert()
+      TO kling_user;
+GRANT SELECT ON kling_tasks, kling_stats, kling_failures TO kling_user;
+GRANT EXECUTE ON FUNCTION kling_worker_info() TO kling_monitor;
+GRANT SELECT ON kling_worker TO kling_monitor;
+
+-- A database the worker does not serve keeps its tasks pending: say so now.
+DO $$
+BEGIN
+    IF current_setting('kling.database_name') <> current_database() THEN
+        RAISE WARNING 'the kling worker does not serve database "%"', current_database()
+            USING DETAIL = format('kling.database_name is "%s": tasks submitted here stay pending.',
+                                  current_setting('kling.database_name')),
+                  HINT = format('Set kling.database_name = ''%s'' in postgresql.conf and restart the server.',
+                                current_database());
+    END IF;
+END $$;

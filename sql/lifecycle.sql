@@ -32,6 +32,48 @@ SET statement_timeout = '200ms';
 SELECT kling_wait(201, '1 minute');
 RESET statement_timeout;
 
+-- A NULL id is an error, not a NULL row; a cancel that changes nothing says why.
+SELECT kling_status(NULL);
+SELECT kling_cancel(NULL);
+SELECT kling_wait(NULL);
+SELECT kling_wait(201, NULL);
+SELECT kling_cancel(200);
+
+-- kling_wait refuses the waits that could only time out: for a task this
+-- transaction submitted (it is sent only after commit) ...
+BEGIN;
+SELECT kling_submit('waited for in its own transaction') AS same_tx \gset
+SAVEPOINT s;
+SELECT kling_wait(:same_tx, '10 s');
+ROLLBACK TO s;
+SELECT (kling_wait(200, '10 s')).status AS other_tasks_can_be_waited_for;
+ROLLBACK;
+-- ... and in REPEATABLE READ, which would never see the change.
+BEGIN ISOLATION LEVEL REPEATABLE READ;
+SELECT kling_wait(201, '10 s');
+ROLLBACK;
+
+-- kling_retry sends a failed task again only if it provably never reached
+-- the provider.
+SELECT kling_submit('never reached the provider') AS r1 \gset
+SELECT kling_submit('outcome unknown') AS r2 \gset
+SELECT kling_submit('reached the provider') AS r3 \gset
+UPDATE kling_tasks SET status = 'failed', completed_at = now(), attempts = 5,
+       error = 'gave up after 5 attempts: the provider answered HTTP 503: busy'
+WHERE id = :r1;
+UPDATE kling_tasks SET status = 'failed', completed_at = now(),
+       error = 'outcome unknown: the request was sent but no complete response came back'
+WHERE id = :r2;
+UPDATE kling_tasks SET status = 'failed', completed_at = now(), generation_id = 'g-3',
+       error = 'not finished by the provider within kling.task_timeout'
+WHERE id = :r3;
+SELECT kling_retry(:r1);
+SELECT status, error, attempts, completed_at FROM kling_status(:r1);
+SELECT kling_retry(:r1);
+SELECT kling_retry(:r2);
+SELECT kling_retry(:r3);
+SELECT kling_retry(999999);
+
 -- Nothing is granted to PUBLIC.
 CREATE ROLE kling_stranger;
 SET ROLE kling_stranger;
@@ -39,6 +81,7 @@ SELECT kling_submit('not allowed');
 SELECT kling_status(201);
 SELECT kling_cancel(201);
 SELECT kling_wait(201, '1 second');
+SELECT kling_retry(201);
 RESET ROLE;
 DROP ROLE kling_stranger;
 

@@ -51,6 +51,12 @@ SELECT kling_submit('a fox', '{"camera_control": {"type": "down_back"}}');
 -- external_task_id
 SELECT kling_submit('a fox', '{"external_task_id": 123}');
 
+-- callback: whatever is wrong, the error names the option.
+SELECT kling_submit('a fox', '{"callback": "nosuchfn"}');
+SELECT kling_submit('a fox', '{"callback": "nosuchfn(kling_tasks)"}');
+SELECT kling_submit('a fox', '{"callback": "nosuchfn(no_such_type)"}');
+SELECT kling_submit('a fox', '{"callback": "lower(text)"}');
+
 -- The SQLSTATE of each case: 22004 for a NULL prompt, 22023 for the rest.
 CREATE FUNCTION submit_sqlstate(prompt text, opts jsonb) RETURNS text
 LANGUAGE plpgsql AS $$

@@ -33,6 +33,7 @@
 #include "utils/numeric.h"
 
 #include "options.h"
+#include "subxact.h"
 
 typedef enum KlingOptionKind
 {
@@ -93,7 +94,7 @@ static char *kling_json_value_text(const JsonbValue *v);
 static char *kling_normalize_value(const KlingOption *opt, const JsonbValue *v);
 static int	kling_numeric_cmp(const JsonbValue *v, int64 n);
 static int	kling_json_depth(const JsonbValue *v, int limit);
-static Oid	kling_lookup_function(const char *signature);
+static Oid	kling_lookup_function(const char *signature, char **why);
 static bool kling_is_task_row_type(Oid type);
 static char *kling_normalize_callback(const KlingOption *opt, const JsonbValue *v);
 static void kling_append_options(StringInfo buf, char *const *normalized);
@@ -471,21 +472,43 @@ kling_normalize_value(const KlingOption *opt, const JsonbValue *v)
 	pg_unreachable();
 }
 
-/*
- * A function by its signature, or InvalidOid if there is none: to_regprocedure,
- * called directly because the usual call macros reject a NULL result.
- */
-static Oid
-kling_lookup_function(const char *signature)
+/* A signature to look up, and the function found (InvalidOid: none). */
+typedef struct KlingFunctionLookup
 {
+	const char *signature;
+	Oid			fn;
+} KlingFunctionLookup;
+
+/*
+ * Lookup step: to_regprocedure, called directly because the usual call
+ * macros reject a NULL result.  It raises an error for a signature it
+ * cannot parse, or a type that does not exist.
+ */
+static void
+kling_lookup_function_step(void *arg)
+{
+	KlingFunctionLookup *lookup = arg;
 	LOCAL_FCINFO(fcinfo, 1);
 	Datum		result;
 
 	InitFunctionCallInfoData(*fcinfo, NULL, 1, InvalidOid, NULL, NULL);
-	fcinfo->args[0].value = CStringGetTextDatum(signature);
+	fcinfo->args[0].value = CStringGetTextDatum(lookup->signature);
 	fcinfo->args[0].isnull = false;
 	result = to_regprocedure(fcinfo);
-	return fcinfo->isnull ? InvalidOid : DatumGetObjectId(result);
+	lookup->fn = fcinfo->isnull ? InvalidOid : DatumGetObjectId(result);
+}
+
+/*
+ * A function by its signature, or InvalidOid if there is none; *why says
+ * what was wrong with a signature that could not even be looked up.
+ */
+static Oid
+kling_lookup_function(const char *signature, char **why)
+{
+	KlingFunctionLookup lookup = {signature, InvalidOid};
+
+	*why = kling_try_in_subtransaction(kling_lookup_function_step, &lookup);
+	return lookup.fn;
 }
 
 /*
@@ -512,6 +535,7 @@ static char *
 kling_normalize_callback(const KlingOption *opt, const JsonbValue *v)
 {
 	char	   *signature;
+	char	   *why;
 	Oid			fn;
 	HeapTuple	tuple;
 	Form_pg_proc proc;
@@ -526,12 +550,13 @@ kling_normalize_callback(const KlingOption *opt, const JsonbValue *v)
 				 errhint("Name a function and its argument type, for example \"on_video(kling_tasks)\".")));
 
 	signature = pnstrdup(v->val.string.val, v->val.string.len);
-	fn = kling_lookup_function(signature);
+	fn = kling_lookup_function(signature, &why);
 	if (!OidIsValid(fn))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid value for option \"%s\": function %s does not exist",
 						opt->name, signature),
+				 why ? errdetail("%s", why) : 0,
 				 errhint("Name a function and its argument type, for example \"on_video(kling_tasks)\".")));
 
 	tuple = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));

@@ -560,9 +560,11 @@ kling_read_response(KlingRequestKind kind, long http_status,
 }
 
 /*
- * A request that got no complete response.  A poll is simply retried.  A
- * create is retried only if it never left this machine; otherwise the
- * provider may have created (and billed) the task, so it fails as unknown
+ * A request that got no complete response.  One that never left this
+ * machine (the name did not resolve, the connection or TLS failed) is not
+ * the task's fault: the queue holds, as for a refused key, and nothing
+ * fails.  A poll that was sent is retried.  A create that was sent may
+ * have been created (and billed) by the provider, so it fails as unknown
  * rather than risk paying twice.
  */
 void
@@ -572,7 +574,14 @@ kling_read_transport_failure(KlingRequestKind kind, bool request_sent,
 	memset(out, 0, sizeof(*out));
 	out->retry_after_ms = -1;
 
-	if (kind == KLING_REQUEST_CREATE && request_sent)
+	if (!request_sent)
+	{
+		out->outcome = KLING_OUTCOME_HOLD;
+		out->message = psprintf("the provider cannot be reached: %s; check the network and kling.base_url",
+								reason);
+		return;
+	}
+	if (kind == KLING_REQUEST_CREATE)
 	{
 		out->outcome = KLING_OUTCOME_FAILED;
 		out->message = psprintf("outcome unknown: the request was sent but no complete response came back (%s); not sent again to avoid paying twice",

@@ -198,19 +198,12 @@ kling_announce_final_at_commit(void)
 	final_announced = true;
 }
 
-/*
- * Sleep until some task becomes final or timeout_ms passes.  Returns false
- * if there is no shared memory to wait on (the library was not preloaded),
- * in which case the caller polls.
- */
-bool
+/* Sleep until some task becomes final or timeout_ms passes. */
+void
 kling_sleep_until_final(long timeout_ms)
 {
-	if (kling_shared == NULL)
-		return false;
 	(void) ConditionVariableTimedSleep(&kling_shared->task_final, timeout_ms,
 									   PG_WAIT_EXTENSION);
-	return true;
 }
 
 /* Stop sleeping on the condition variable (after the last sleep). */

@@ -33,7 +33,7 @@ extern bool kling_shmem_worker_attached(void);
 extern void kling_take_wake(void);
 extern void kling_wake_worker_at_commit(void);
 extern void kling_announce_final_at_commit(void);
-extern bool kling_sleep_until_final(long timeout_ms);
+extern void kling_sleep_until_final(long timeout_ms);
 extern void kling_stop_sleeping(void);
 extern void kling_stats_publish(const KlingWorkerStats *stats);
 extern bool kling_stats_read(KlingWorkerStats *stats);

@@ -11,7 +11,9 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "access/xlog.h"
+#include "commands/dbcommands.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
@@ -24,6 +26,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "kling.h"
 #include "options.h"
 #include "protocol.h"
 #include "delivery.h"
@@ -34,20 +37,45 @@
 /*
  * kling_wait sleeps until a task becomes final, looking again at least this
  * often in case a wake-up was missed (e.g. a task finalized by a plain
- * UPDATE), and polls this often when there is no shared memory.
+ * UPDATE).
  */
 #define KLING_WAIT_STEP_MS 1000
-#define KLING_POLL_STEP_MS 100
+
+/*
+ * The tasks this backend enqueued in its current transaction, so that
+ * kling_wait can refuse to wait for one (it is sent only after commit).
+ * Stale once the transaction id differs.
+ */
+static TransactionId kling_enqueued_xid = InvalidTransactionId;
+static int64 *kling_enqueued_ids = NULL;
+static int	kling_nenqueued = 0;
+static int	kling_enqueued_cap = 0;
 
 PG_FUNCTION_INFO_V1(kling_submit);
 PG_FUNCTION_INFO_V1(kling_status);
 PG_FUNCTION_INFO_V1(kling_cancel);
+PG_FUNCTION_INFO_V1(kling_retry);
 PG_FUNCTION_INFO_V1(kling_wait);
 PG_FUNCTION_INFO_V1(kling_parse_response);
 
 static bool kling_status_is_final(const char *status);
+static int64 kling_task_id_arg(FunctionCallInfo fcinfo);
+static void kling_note_enqueued(int64 id);
+static void kling_warn_if_not_served(void);
+static bool kling_enqueued_here(int64 id);
 static int64 kling_interval_ms(Interval *interval);
 static void kling_append_field(StringInfo buf, const char *key, const char *value);
+
+/* The task id argument of a function; a NULL id is an error, not a NULL row. */
+static int64
+kling_task_id_arg(FunctionCallInfo fcinfo)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("task id must not be null")));
+	return PG_GETARG_INT64(0);
+}
 
 /* Whether a status is one a task never leaves. */
 static bool
@@ -83,7 +111,66 @@ kling_enqueue(text *prompt, Jsonb *opts, const KlingTarget *target)
 
 	id = kling_store_insert(prompt, opts, target);
 	kling_wake_worker_at_commit();
+	kling_note_enqueued(id);
+	kling_warn_if_not_served();
 	return id;
+}
+
+/*
+ * Tasks of a database the worker does not serve stay pending: say so, once
+ * per session, rather than let them wait in silence.
+ */
+static void
+kling_warn_if_not_served(void)
+{
+	static bool checked = false;
+	char	   *database;
+
+	if (checked)
+		return;
+	checked = true;
+	database = get_database_name(MyDatabaseId);
+	if (database != NULL && strcmp(database, kling_database_name) != 0)
+		ereport(WARNING,
+				(errmsg("the kling worker does not serve database \"%s\"", database),
+				 errdetail("kling.database_name is \"%s\": tasks submitted here stay pending.",
+						   kling_database_name),
+				 errhint("Set kling.database_name = '%s' in postgresql.conf and restart the server.",
+						 database)));
+}
+
+/* Remember a task enqueued by the current transaction. */
+static void
+kling_note_enqueued(int64 id)
+{
+	TransactionId xid = GetTopTransactionId();
+
+	if (xid != kling_enqueued_xid)
+	{
+		kling_enqueued_xid = xid;
+		kling_nenqueued = 0;
+	}
+	if (kling_nenqueued == kling_enqueued_cap)
+	{
+		kling_enqueued_cap = Max(16, kling_enqueued_cap * 2);
+		kling_enqueued_ids = kling_enqueued_ids == NULL
+			? MemoryContextAlloc(TopMemoryContext, kling_enqueued_cap * sizeof(int64))
+			: repalloc(kling_enqueued_ids, kling_enqueued_cap * sizeof(int64));
+	}
+	kling_enqueued_ids[kling_nenqueued++] = id;
+}
+
+/* Whether the current transaction enqueued the task. */
+static bool
+kling_enqueued_here(int64 id)
+{
+	if (kling_enqueued_xid != GetTopTransactionIdIfAny() ||
+		!TransactionIdIsValid(kling_enqueued_xid))
+		return false;
+	for (int i = 0; i < kling_nenqueued; i++)
+		if (kling_enqueued_ids[i] == id)
+			return true;
+	return false;
 }
 
 /*
@@ -108,7 +195,7 @@ kling_status(PG_FUNCTION_ARGS)
 {
 	char	   *status;
 
-	PG_RETURN_DATUM(kling_store_fetch(PG_GETARG_INT64(0), &status));
+	PG_RETURN_DATUM(kling_store_fetch(kling_task_id_arg(fcinfo), &status));
 }
 
 /*
@@ -119,15 +206,33 @@ kling_status(PG_FUNCTION_ARGS)
 Datum
 kling_cancel(PG_FUNCTION_ARGS)
 {
-	int64		id = PG_GETARG_INT64(0);
-	bool		changed = kling_store_cancel(id);
+	int64		id = kling_task_id_arg(fcinfo);
+	char	   *status = NULL;
+	bool		changed = kling_store_cancel(id, &status);
 
 	if (changed)
 	{
 		kling_wake_worker_at_commit();
 		kling_notify_final(id, "cancelled");
 	}
+	else
+		ereport(NOTICE,
+				(errmsg("kling task %lld is already %s; nothing to cancel",
+						(long long) id, status)));
 	PG_RETURN_BOOL(changed);
+}
+
+/*
+ * kling_retry(id bigint) RETURNS void
+ *
+ * Send a failed task again if it provably never reached the provider.
+ */
+Datum
+kling_retry(PG_FUNCTION_ARGS)
+{
+	kling_store_retry(kling_task_id_arg(fcinfo));
+	kling_wake_worker_at_commit();
+	PG_RETURN_VOID();
 }
 
 /* An interval as milliseconds, months counted as 30 days. */
@@ -144,23 +249,43 @@ kling_interval_ms(Interval *interval)
  * kling_wait(id bigint, timeout interval DEFAULT '30 min') RETURNS kling_tasks
  *
  * Wait until the task is final or the timeout passes, then return its row
- * as it stands.  The transaction that makes a task final wakes every waiter
- * at its commit.  Cancel requests and statement_timeout interrupt it.
- * Each look takes a new snapshot, so under REPEATABLE READ it sees no
- * change; call it in READ COMMITTED.
+ * as it stands (with a NOTICE on a timeout).  The transaction that makes a
+ * task final wakes every waiter at its commit.  Cancel requests and
+ * statement_timeout interrupt it.  Two waits that could only ever time out
+ * are errors: in REPEATABLE READ or SERIALIZABLE (each look would see the
+ * task as it was), and for a task this transaction enqueued (it is sent
+ * only after commit).
  */
 Datum
 kling_wait(PG_FUNCTION_ARGS)
 {
-	int64		id = PG_GETARG_INT64(0);
-	int64		timeout_ms = kling_interval_ms(PG_GETARG_INTERVAL_P(1));
-	TimestampTz deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
-													   Max(timeout_ms, 0));
+	int64		id = kling_task_id_arg(fcinfo);
+	int64		timeout_ms;
+	TimestampTz deadline;
 	MemoryContext caller = CurrentMemoryContext;
-	MemoryContext look = AllocSetContextCreate(CurrentMemoryContext,
-											   "kling_wait",
-											   ALLOCSET_SMALL_SIZES);
+	MemoryContext look;
 
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("timeout must not be null"),
+				 errhint("Leave it out for the default of 30 minutes.")));
+	timeout_ms = kling_interval_ms(PG_GETARG_INTERVAL_P(1));
+	deadline = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), Max(timeout_ms, 0));
+	if (IsolationUsesXactSnapshot())
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("kling_wait cannot wait in a REPEATABLE READ or SERIALIZABLE transaction"),
+				 errdetail("Such a transaction sees the task as it was when it began, so it would never see it become final."),
+				 errhint("Call kling_wait in a READ COMMITTED transaction (the default), or use kling_status.")));
+	if (kling_enqueued_here(id))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TRANSACTION_STATE),
+				 errmsg("kling task %lld was submitted in this transaction", (long long) id),
+				 errdetail("A task is sent only once the transaction that submitted it commits, so it cannot become final before then."),
+				 errhint("Commit first, then call kling_wait.")));
+
+	look = AllocSetContextCreate(CurrentMemoryContext, "kling_wait", ALLOCSET_SMALL_SIZES);
 	for (;;)
 	{
 		char	   *status;
@@ -180,20 +305,17 @@ kling_wait(PG_FUNCTION_ARGS)
 		{
 			Datum		copy = PointerGetDatum(PG_DETOAST_DATUM_COPY(row));
 
+			if (!kling_status_is_final(status))
+				ereport(NOTICE,
+						(errmsg("kling_wait timed out: task %lld is still %s",
+								(long long) id, status)));
 			kling_stop_sleeping();
 			MemoryContextDelete(look);
 			PG_RETURN_DATUM(copy);
 		}
 
 		/* Woken when any task becomes final; else look again now and then. */
-		if (!kling_sleep_until_final(Min(remaining_ms, KLING_WAIT_STEP_MS)))
-		{
-			(void) WaitLatch(MyLatch,
-							 WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 Min(remaining_ms, KLING_POLL_STEP_MS),
-							 PG_WAIT_EXTENSION);
-			ResetLatch(MyLatch);
-		}
+		kling_sleep_until_final(Min(remaining_ms, KLING_WAIT_STEP_MS));
 		CHECK_FOR_INTERRUPTS();
 	}
 }

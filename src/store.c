@@ -19,6 +19,7 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
+#include "funcapi.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/array.h"
@@ -40,6 +41,7 @@ typedef enum KlingPlanId
 	KLING_PLAN_INSERT,
 	KLING_PLAN_FETCH,
 	KLING_PLAN_CANCEL,
+	KLING_PLAN_RETRY,
 	KLING_PLAN_COUNT_ACTIVE,
 	KLING_PLAN_COUNT_TODAY,
 	KLING_PLAN_FAIL_INTERRUPTED,
@@ -77,7 +79,8 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		3, {INT8OID, TEXTOID, BOOLOID}
 	},
 	[KLING_PLAN_CANCEL] = {
-		"UPDATE %1$s SET status = 'cancelled', completed_at = now(), updated_at = now()"
+		"UPDATE %1$s SET status = 'cancelled', completed_at = now(), updated_at = now(),"
+		" next_attempt_at = now()"
 		" WHERE id = $1 AND (owner = $2::name OR $3)"
 		" AND status IN ('pending', 'submitting', 'queued', 'generating')",
 		3, {INT8OID, TEXTOID, BOOLOID}
@@ -86,6 +89,17 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 	 * A task cancelled after it reached the provider is still being made
 	 * (and billed) there: it counts until kling.task_timeout after sending.
 	 */
+	/*
+	 * Only a failed task that provably never reached the provider: no
+	 * generation id, and not failed with an unknown outcome.
+	 */
+	[KLING_PLAN_RETRY] = {
+		"UPDATE %1$s SET status = 'pending', error = NULL, attempts = 0, completed_at = NULL,"
+		" delivery_error = NULL, next_attempt_at = now(), updated_at = now()"
+		" WHERE id = $1 AND (owner = $2::name OR $3) AND status = 'failed'"
+		" AND generation_id IS NULL AND error NOT LIKE 'outcome unknown%%'",
+		3, {INT8OID, TEXTOID, BOOLOID}
+	},
 	[KLING_PLAN_COUNT_ACTIVE] = {
 		"SELECT count(*)::int4 FROM ("
 		" (SELECT 1 FROM %1$s WHERE owner = $1::name"
@@ -112,6 +126,7 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		"WITH candidates AS (SELECT id FROM %1$s WHERE status = 'submitting'"
 		"                    AND ($1 IS NULL OR id = ANY ($1))),"
 		" failed AS (UPDATE %1$s SET status = 'failed', completed_at = now(), updated_at = now(),"
+		"   next_attempt_at = now(),"
 		"   error = 'outcome unknown: the server stopped while this task was being sent;"
 		"   it was not sent again, to avoid paying twice'"
 		"   WHERE id IN (SELECT id FROM %1$s WHERE id IN (SELECT id FROM candidates)"
@@ -129,6 +144,7 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 	},
 	[KLING_PLAN_EXPIRE] = {
 		"UPDATE %1$s SET status = 'failed', completed_at = now(), updated_at = now(),"
+		" next_attempt_at = now(),"
 		" error = format('not finished by the provider within kling.task_timeout (%%s)',"
 		"                $1 * interval '1 millisecond')"
 		" WHERE id IN (SELECT id FROM %1$s WHERE status IN ('queued', 'generating')"
@@ -154,7 +170,8 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		" result = coalesce(u.result, t.result),"
 		" error = u.error,"
 		" attempts = u.attempts,"
-		" next_attempt_at = now() + u.next_ms * interval '1 millisecond',"
+		" next_attempt_at = CASE WHEN u.status IN ('completed', 'failed', 'cancelled') THEN now()"
+		"                   ELSE now() + u.next_ms * interval '1 millisecond' END,"
 		" submitted_at = CASE WHEN t.status = 'submitting' AND u.status IN ('queued', 'generating')"
 		"                THEN now() ELSE t.submitted_at END,"
 		" completed_at = CASE WHEN u.status IN ('completed', 'failed', 'cancelled')"
@@ -277,6 +294,7 @@ static void kling_note_finalized_rows(void);
 static char *kling_result_text(uint64 row, int column);
 static bool kling_first_timestamp(KlingPlanId id, Datum *args, TimestampTz *value);
 static const char *kling_day_time_zone(void);
+static void kling_check_active_limit(KlingCaller *caller);
 
 /*
  * Make sure the kept plans belong to the installed extension, and know
@@ -455,25 +473,37 @@ kling_day_time_zone(void)
 static void
 kling_check_limits(KlingCaller *caller)
 {
-	if (kling_max_active_tasks > 0 &&
-		kling_count_for(KLING_PLAN_COUNT_ACTIVE, caller, kling_max_active_tasks,
-						Int32GetDatum(kling_task_timeout_ms)) >= kling_max_active_tasks)
-		ereport(ERROR,
-				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("role \"%s\" already has %d kling tasks that are not final",
-						caller->name, kling_max_active_tasks),
-				 errdetail("kling.max_active_tasks limits the tasks one role may have waiting or running."),
-				 errhint("Wait for tasks to finish, or ask an administrator to raise kling.max_active_tasks.")));
+	int			n;
 
+	kling_check_active_limit(caller);
 	if (kling_max_daily_tasks > 0 &&
-		kling_count_for(KLING_PLAN_COUNT_TODAY, caller, kling_max_daily_tasks,
-						CStringGetTextDatum(kling_day_time_zone())) >= kling_max_daily_tasks)
+		(n = kling_count_for(KLING_PLAN_COUNT_TODAY, caller, kling_max_daily_tasks,
+							 CStringGetTextDatum(kling_day_time_zone()))) >= kling_max_daily_tasks)
 		ereport(ERROR,
 				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
-				 errmsg("role \"%s\" has submitted %d kling tasks today",
-						caller->name, kling_max_daily_tasks),
-				 errdetail("kling.max_daily_tasks limits the tasks one role may submit per day."),
+				 errmsg("role \"%s\" has submitted %d kling tasks today, counting those this transaction submitted",
+						caller->name, n),
+				 errdetail("kling.max_daily_tasks allows %d tasks per role and day; the day is that of time zone \"%s\".",
+						   kling_max_daily_tasks, kling_day_time_zone()),
 				 errhint("Submit again tomorrow, or ask an administrator to raise kling.max_daily_tasks.")));
+}
+
+/* Refuse a task over the caller's active limit (kling.max_active_tasks). */
+static void
+kling_check_active_limit(KlingCaller *caller)
+{
+	int			n;
+
+	if (kling_max_active_tasks > 0 &&
+		(n = kling_count_for(KLING_PLAN_COUNT_ACTIVE, caller, kling_max_active_tasks,
+							 Int32GetDatum(kling_task_timeout_ms))) >= kling_max_active_tasks)
+		ereport(ERROR,
+				(errcode(ERRCODE_CONFIGURATION_LIMIT_EXCEEDED),
+				 errmsg("role \"%s\" already has %d kling tasks that are not final, counting those this transaction submitted",
+						caller->name, n),
+				 errdetail("kling.max_active_tasks allows %d tasks waiting or running per role; tasks cancelled after they reached the provider count until kling.task_timeout after they were sent.",
+						   kling_max_active_tasks),
+				 errhint("Wait for tasks to finish, or ask an administrator to raise kling.max_active_tasks.")));
 }
 
 /*
@@ -545,10 +575,11 @@ kling_store_fetch(int64 id, char **status)
 
 /*
  * Cancel a task of the calling role that is not final.  Returns whether it
- * changed anything; an error if no such task is visible.
+ * changed anything, and if not, *status: the final state the task is in
+ * already.  An error if no such task is visible.
  */
 bool
-kling_store_cancel(int64 id)
+kling_store_cancel(int64 id, char **status)
 {
 	KlingCaller caller;
 	Datum		values[3];
@@ -562,14 +593,61 @@ kling_store_cancel(int64 id)
 	changed = (SPI_processed > 0);
 	kling_leave(&caller);
 
+	/* Tells "final already" from "no such task" (which is an error). */
 	if (!changed)
-	{
-		char	   *status;
-
-		/* Tells "final already" from "no such task" (which is an error). */
-		(void) kling_store_fetch(id, &status);
-	}
+		(void) kling_store_fetch(id, status);
 	return changed;
+}
+
+/*
+ * Send a failed task again, as a new attempt, if it provably never reached
+ * the provider; otherwise an error that says why not.  The active limit
+ * applies, as for a new task.
+ */
+void
+kling_store_retry(int64 id)
+{
+	KlingCaller caller;
+	Datum		values[3];
+	bool		changed;
+	char	   *status;
+	Datum		row;
+	HeapTupleHeader tuple;
+	bool		isnull;
+	char	   *error;
+
+	kling_enter_as_owner(&caller);
+	kling_check_active_limit(&caller);
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum(caller.name);
+	values[2] = BoolGetDatum(caller.superuser);
+	kling_execute(KLING_PLAN_RETRY, values, NULL, 0);
+	changed = (SPI_processed > 0);
+	kling_leave(&caller);
+	if (changed)
+		return;
+
+	row = kling_store_fetch(id, &status);
+	tuple = DatumGetHeapTupleHeader(row);
+	if (strcmp(status, "failed") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("kling task %lld is %s, not failed", (long long) id, status),
+				 errhint("Only a failed task can be retried.")));
+	(void) GetAttributeByName(tuple, "generation_id", &isnull);
+	if (!isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("kling task %lld reached the provider, which may have billed it", (long long) id),
+				 errdetail("A retry would be a second video, billed again."),
+				 errhint("Submit the prompt again if you want a new video.")));
+	error = TextDatumGetCString(GetAttributeByName(tuple, "error", &isnull));
+	Assert(!isnull);			/* a failed task always says why */
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("kling task %lld may have reached the provider", (long long) id),
+			 errdetail("It failed with: %s", error),
+			 errhint("A retry could be billed twice; submit the prompt again if you accept that.")));
 }
 
 /*
@@ -728,6 +806,37 @@ kling_store_generation_times(MemoryContext context)
 	}
 	MemoryContextSwitchTo(spi);
 	return times;
+}
+
+/*
+ * Why a kling.* setting in the configuration files could not be applied,
+ * as a hold reason in the given context, or NULL if all could.  The server
+ * logs such a value once and keeps the old one (or the default); this
+ * makes the worker hold instead of sending with it.
+ */
+char *
+kling_store_config_error(MemoryContext context)
+{
+	char	   *error = NULL;
+
+	if (SPI_execute("SELECT name, sourcefile, sourceline, error"
+					" FROM pg_catalog.pg_show_all_file_settings()"
+					" WHERE name OPERATOR(pg_catalog.~~) 'kling.%' AND error IS NOT NULL"
+					" ORDER BY seqno DESC LIMIT 1", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_file_settings");
+	if (SPI_processed > 0)
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HeapTuple	tuple = SPI_tuptable->vals[0];
+
+		error = MemoryContextStrdup(context,
+									psprintf("%s is not valid: %s line %s (%s); nothing is sent until it is fixed and the configuration reloaded",
+											 SPI_getvalue(tuple, desc, 1),
+											 SPI_getvalue(tuple, desc, 2),
+											 SPI_getvalue(tuple, desc, 3),
+											 SPI_getvalue(tuple, desc, 4)));
+	}
+	return error;
 }
 
 /* Record why a final task's delivery went wrong. */

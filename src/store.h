@@ -82,7 +82,8 @@ typedef struct KlingGenerationTime
 /* Called by the SQL functions, in the caller's transaction. */
 extern int64 kling_store_insert(text *prompt, Jsonb *opts, const KlingTarget *target);
 extern Datum kling_store_fetch(int64 id, char **status);
-extern bool kling_store_cancel(int64 id);
+extern bool kling_store_cancel(int64 id, char **status);
+extern void kling_store_retry(int64 id);
 
 /* Called by the worker, in one transaction per round. */
 extern bool kling_store_begin_round(void);
@@ -101,5 +102,6 @@ extern List *kling_store_fetch_deliveries(List *ids);
 extern void kling_store_note_delivery_error(int64 id, const char *error);
 extern int	kling_store_delete_expired(int retention_s, int limit);
 extern List *kling_store_generation_times(MemoryContext context);
+extern char *kling_store_config_error(MemoryContext context);
 
 #endif							/* KLING_STORE_H */

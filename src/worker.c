@@ -115,6 +115,16 @@ static TimestampTz kling_retention_at = 0;
 /* While the provider refuses the account, nothing is sent. */
 static TimestampTz kling_hold_until = 0;
 static int	kling_hold_ms = 0;
+static char kling_hold_reason[sizeof(((KlingWorkerStats *) 0)->state)];
+
+/*
+ * A kling.* setting the configuration files give a value that is not valid
+ * (the server keeps the old one, or the default): nothing is sent until it
+ * is fixed, rather than send with a value nobody chose.  Looked for at
+ * start and after each reload.
+ */
+static bool kling_config_checked = false;
+static char *kling_config_error = NULL;
 
 static void kling_worker_round(void);
 static void kling_round_failed(KlingRound *round);
@@ -197,6 +207,7 @@ kling_worker_main(Datum main_arg)
 			/* A new key or URL may cure a hold: try again now. */
 			kling_hold_until = 0;
 			kling_hold_ms = 0;
+			kling_config_checked = false;
 			woken = true;
 		}
 
@@ -283,7 +294,7 @@ kling_worker_round(void)
 	kling_stats.requests_in_flight = kling_http_active();
 	strlcpy(kling_stats.state,
 			!kling_extension_present ? "waiting for CREATE EXTENSION kling" :
-			kling_holding() ? "holding: the provider refused the account or no key" :
+			kling_holding() ? kling_hold_reason :
 			"running",
 			sizeof(kling_stats.state));
 	kling_stats_publish(&kling_stats);
@@ -471,7 +482,16 @@ kling_round_transaction(KlingRound *round, bool isolate)
 		kling_counted_at = now;
 	}
 
-	if (kling_effective_api_key()[0] == '\0')
+	if (!kling_config_checked)
+	{
+		if (kling_config_error != NULL)
+			pfree(kling_config_error);
+		kling_config_error = kling_store_config_error(TopMemoryContext);
+		kling_config_checked = true;
+	}
+	if (kling_config_error != NULL)
+		kling_start_hold(kling_config_error);
+	else if (kling_effective_api_key()[0] == '\0')
 		kling_start_hold("no API key: set kling.api_key, or AIMLAPI_API_KEY in the server's environment");
 
 	can_send = !kling_holding();
@@ -777,8 +797,14 @@ kling_backoff_ms(int attempts)
 static void
 kling_start_hold(const char *reason)
 {
+	const char *colon = strchr(reason, ':');
+
 	if (kling_holding())
 		return;
+
+	/* The kling_worker view says why: the reason up to its first colon. */
+	snprintf(kling_hold_reason, sizeof(kling_hold_reason), "holding: %.*s",
+			 colon ? (int) (colon - reason) : (int) strlen(reason), reason);
 
 	kling_hold_ms = kling_hold_ms == 0
 		? Min(kling_poll_interval_ms, 60000)
