@@ -18,6 +18,7 @@ OBJS = \
 	src/sql_api.o \
 	src/trigger.o \
 	src/delivery.o \
+	src/deliverer.o \
 	src/monitor.o \
 	src/worker.o
 

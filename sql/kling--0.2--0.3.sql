@@ -1,5 +1,6 @@
--- kling--0.2--0.3.sql: roles kling_user and kling_monitor; an index for the
--- active limit's count of cancelled tasks; NULL ids are errors
+-- kling--0.2--0.3.sql: roles kling_user and kling_monitor; kling_retry; a
+-- column for the delivery process; an index for the active limit's count of
+-- cancelled tasks; NULL ids are errors
 
 \echo Use "ALTER EXTENSION kling UPDATE TO '0.3'" to load this file. \quit
 
@@ -7,6 +8,13 @@
 -- active limit for a while (the provider goes on making it).
 CREATE INDEX kling_tasks_owner_cancelled_idx ON kling_tasks (owner, submitted_at)
     WHERE status = 'cancelled';
+
+-- Write-back and callbacks run in a process of their own, which finds its
+-- work through this column.
+ALTER TABLE kling_tasks ADD COLUMN delivery_pending boolean NOT NULL DEFAULT false;
+COMMENT ON COLUMN kling_tasks.delivery_pending IS
+    'The task is final and its write-back or callback has yet to run';
+CREATE INDEX kling_tasks_delivery_idx ON kling_tasks (id) WHERE delivery_pending;
 
 -- A NULL id is an error, not a NULL row.
 ALTER FUNCTION kling_status(bigint) CALLED ON NULL INPUT;

@@ -24,6 +24,7 @@ CREATE TABLE kling_tasks (
     target_id_column name,
     target_url_column name,
     delivery_error  text,
+    delivery_pending boolean NOT NULL DEFAULT false,
     CONSTRAINT kling_tasks_status_check CHECK (status IN
         ('pending', 'submitting', 'queued', 'generating',
          'completed', 'failed', 'cancelled'))
@@ -51,6 +52,8 @@ COMMENT ON COLUMN kling_tasks.target_table IS
     'For a task made by kling_on_insert: the table whose row receives the video URL';
 COMMENT ON COLUMN kling_tasks.delivery_error IS
     'Why writing the URL back or calling the callback failed, if it did';
+COMMENT ON COLUMN kling_tasks.delivery_pending IS
+    'The task is final and its write-back or callback has yet to run';
 
 -- The worker finds due work through these; final tasks stay out of them,
 -- so they stay small however long the history grows.  Pending tasks are
@@ -66,6 +69,8 @@ CREATE INDEX kling_tasks_poll_idx ON kling_tasks (next_attempt_at)
 CREATE INDEX kling_tasks_owner_active_idx ON kling_tasks (owner)
     WHERE status IN ('pending', 'submitting', 'queued', 'generating');
 CREATE INDEX kling_tasks_owner_created_idx ON kling_tasks (owner, created_at);
+-- The delivery process finds its work through this one.
+CREATE INDEX kling_tasks_delivery_idx ON kling_tasks (id) WHERE delivery_pending;
 -- A task cancelled after it reached the provider still counts against the
 -- active limit for a while (the provider goes on making it).
 CREATE INDEX kling_tasks_owner_cancelled_idx ON kling_tasks (owner, submitted_at)

@@ -1,9 +1,10 @@
 /*-------------------------------------------------------------------------
  *
  * delivery.c
- *		Delivering the tasks a worker round made final: the video URL is
- *		written back into the row that asked for it, the task's callback is
- *		called, and NOTIFY kling announces it.
+ *		Delivering final tasks: the video URL is written back into the row
+ *		that asked for it, the task's callback is called, and NOTIFY kling
+ *		announces it.  The worker's round marks what there is to deliver;
+ *		the delivery process (deliverer.c) does it.
  *
  * Write-back and callbacks run as the role that submitted the task, never
  * with the worker's rights, sandboxed (sandbox.c): a deleted row, a dropped
@@ -120,49 +121,65 @@ kling_call_back(void *arg)
 }
 
 /*
- * Deliver every task the round made final so far.  Runs inside the round's
- * transaction, so notifications go out when it commits.
+ * Announce every task the worker's round made final, in the round's
+ * transaction: those with something to deliver are marked for the delivery
+ * process, which announces them once delivered; the others are announced
+ * now.  Returns how many were marked.
  */
-void
-kling_deliver_finalized(void)
+int
+kling_announce_finalized(void)
 {
 	List	   *finalized = kling_store_finalized();
+	int			marked = 0;
 	ListCell   *lc;
 
 	if (finalized == NIL)
-		return;
-
-	foreach(lc, kling_store_fetch_deliveries(finalized))
+		return 0;
+	foreach(lc, kling_store_mark_deliveries(finalized))
 	{
-		KlingDelivery *d = lfirst(lc);
-		StringInfoData problems;
+		KlingFinal *f = lfirst(lc);
 
-		initStringInfo(&problems);
-		if (OidIsValid(d->target_table) && strcmp(d->status, "completed") == 0)
-		{
-			char	   *failure = kling_run_as_owner(d, kling_write_back);
-
-			if (failure != NULL)
-				appendStringInfo(&problems, "write-back: %s", failure);
-		}
-		if (d->callback != NULL)
-		{
-			char	   *failure = kling_run_as_owner(d, kling_call_back);
-
-			if (failure != NULL)
-				appendStringInfo(&problems, "%scallback: %s",
-								 problems.len > 0 ? "; " : "", failure);
-		}
-		if (problems.len > 0)
-		{
-			ereport(LOG,
-					(errmsg("kling: task %lld could not be delivered: %s",
-							(long long) d->id, problems.data)));
-			kling_store_note_delivery_error(d->id, problems.data);
-		}
-
-		kling_notify_final(d->id, d->status);
+		if (f->marked)
+			marked++;
+		else
+			kling_notify_final(f->id, f->status);
 	}
+	return marked;
+}
+
+/*
+ * Deliver one final task: its write-back, then its callback, each as its
+ * owner, sandboxed.  Records what went wrong, if anything, and announces
+ * the task; both take effect when the delivery process's transaction
+ * commits.
+ */
+void
+kling_deliver(KlingDelivery *d)
+{
+	StringInfoData problems;
+
+	initStringInfo(&problems);
+	if (OidIsValid(d->target_table) && strcmp(d->status, "completed") == 0)
+	{
+		char	   *failure = kling_run_as_owner(d, kling_write_back);
+
+		if (failure != NULL)
+			appendStringInfo(&problems, "write-back: %s", failure);
+	}
+	if (d->callback != NULL)
+	{
+		char	   *failure = kling_run_as_owner(d, kling_call_back);
+
+		if (failure != NULL)
+			appendStringInfo(&problems, "%scallback: %s",
+							 problems.len > 0 ? "; " : "", failure);
+	}
+	if (problems.len > 0)
+		ereport(LOG,
+				(errmsg("kling: task %lld could not be delivered: %s",
+						(long long) d->id, problems.data)));
+	kling_store_finish_delivery(d->id, problems.len > 0 ? problems.data : NULL);
+	kling_notify_final(d->id, d->status);
 }
 
 /*

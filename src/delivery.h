@@ -8,7 +8,10 @@
 #ifndef KLING_DELIVERY_H
 #define KLING_DELIVERY_H
 
-extern void kling_deliver_finalized(void);
+#include "store.h"
+
+extern int	kling_announce_finalized(void);
+extern void kling_deliver(KlingDelivery *d);
 extern void kling_notify_final(int64 id, const char *status);
 
 #endif							/* KLING_DELIVERY_H */

@@ -161,6 +161,22 @@ kling_run_worker(Oid database_id)
 }
 
 /*
+ * Start the delivery process in the worker's database, without waiting for
+ * it.  Returns false if no background worker slot is free.
+ */
+bool
+kling_start_deliverer(Oid database_id)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+
+	kling_describe_worker(&worker, "kling_deliverer_main", "kling delivery");
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	worker.bgw_main_arg = ObjectIdGetDatum(database_id);
+	return RegisterDynamicBackgroundWorker(&worker, &handle);
+}
+
+/*
  * The launcher's entry point.
  */
 void

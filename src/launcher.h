@@ -1,7 +1,8 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.h
- *		The kling launcher, which starts the worker in its database.
+ *		The kling launcher, which starts the worker in its database, and the
+ *		start of the delivery process beside the worker.
  *
  *-------------------------------------------------------------------------
  */
@@ -10,5 +11,6 @@
 
 extern void kling_launcher_register(void);
 extern PGDLLEXPORT void kling_launcher_main(Datum main_arg);
+extern bool kling_start_deliverer(Oid database_id);
 
 #endif							/* KLING_LAUNCHER_H */

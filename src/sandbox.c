@@ -15,7 +15,8 @@
  * task's owner, in a security-restricted operation (no SET ROLE, no
  * deferred triggers that would fire later with the worker's rights), in a
  * subtransaction of its own, with its setting changes undone when it
- * returns and a time limit (kling.delivery_timeout).
+ * returns and a time limit (kling.delivery_timeout).  Only the delivery
+ * process runs user code (deliverer.c), so none can hold up the worker.
  *
  *-------------------------------------------------------------------------
  */
@@ -30,8 +31,14 @@
 #include "kling.h"
 #include "sandbox.h"
 
-/* After the time limit, user code is cancelled again this often. */
+/*
+ * After the time limit, user code is cancelled again this often; if it
+ * still runs after this many cancels (it catches query_canceled), the
+ * process ends: only the delivery process runs user code, and it is
+ * started again without it.
+ */
 #define KLING_CANCEL_REPEAT_MS 100
+#define KLING_CANCELS_BEFORE_EXIT 20
 
 /* What a database owner could set that would steer the worker's queries. */
 static const struct
@@ -59,6 +66,7 @@ typedef struct KlingUserCall
 
 static TimeoutId kling_user_timeout = MAX_TIMEOUTS;
 static volatile sig_atomic_t kling_user_timed_out = false;
+static volatile sig_atomic_t kling_user_cancels = 0;
 
 /*
  * Pin search_path for the queries that follow, in a new GUC nest level;
@@ -105,7 +113,10 @@ static void
 kling_user_timeout_handler(void)
 {
 	kling_user_timed_out = true;
-	QueryCancelPending = true;
+	if (++kling_user_cancels > KLING_CANCELS_BEFORE_EXIT)
+		ProcDiePending = true;
+	else
+		QueryCancelPending = true;
 	InterruptPending = true;
 	SetLatch(MyLatch);
 }
@@ -148,6 +159,7 @@ kling_run_as_user(Oid role, KlingStep step, void *arg)
 		kling_user_timeout = RegisterTimeout(USER_TIMEOUT, kling_user_timeout_handler);
 
 	kling_user_timed_out = false;
+	kling_user_cancels = 0;
 	enable_timeout_every(kling_user_timeout,
 						 TimestampTzPlusMilliseconds(GetCurrentTimestamp(),
 													 kling_delivery_timeout_ms),

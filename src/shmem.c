@@ -39,6 +39,9 @@ typedef struct KlingSharedState
 									 * worker's last round began */
 	ConditionVariable task_final;	/* broadcast when tasks become final */
 	KlingWorkerStats stats;		/* under mutex */
+	Latch	   *delivery_latch; /* NULL while no delivery process runs */
+	int64		delivering;		/* the task whose delivery runs now, or 0;
+								 * left set by a process that died in it */
 } KlingSharedState;
 
 static KlingSharedState *kling_shared = NULL;
@@ -51,6 +54,7 @@ static bool xact_callback_registered = false;
 static void kling_shmem_request(void);
 static void kling_shmem_startup(void);
 static void kling_shmem_detach_worker(int code, Datum arg);
+static void kling_shmem_detach_deliverer(int code, Datum arg);
 static void kling_xact_callback(XactEvent event, void *arg);
 static void kling_watch_commit(void);
 
@@ -95,6 +99,8 @@ kling_shmem_startup(void)
 		pg_atomic_init_u32(&kling_shared->wake_pending, 0);
 		ConditionVariableInit(&kling_shared->task_final);
 		memset(&kling_shared->stats, 0, sizeof(KlingWorkerStats));
+		kling_shared->delivery_latch = NULL;
+		kling_shared->delivering = 0;
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -127,6 +133,73 @@ kling_shmem_attach_worker(void)
 
 	before_shmem_exit(kling_shmem_detach_worker, (Datum) 0);
 	return true;
+}
+
+/*
+ * Publish the delivery process's latch, so that the worker can wake it;
+ * withdrawn at exit.  Returns false if another one already did.  *stuck
+ * gets the task whose delivery a previous process died in, or 0.
+ */
+bool
+kling_shmem_attach_deliverer(int64 *stuck)
+{
+	bool		first;
+
+	SpinLockAcquire(&kling_shared->mutex);
+	first = (kling_shared->delivery_latch == NULL);
+	if (first)
+	{
+		kling_shared->delivery_latch = &MyProc->procLatch;
+		*stuck = kling_shared->delivering;
+	}
+	SpinLockRelease(&kling_shared->mutex);
+	if (first)
+		before_shmem_exit(kling_shmem_detach_deliverer, (Datum) 0);
+	return first;
+}
+
+/* Withdraw the delivery process's latch at exit; "delivering" stays. */
+static void
+kling_shmem_detach_deliverer(int code, Datum arg)
+{
+	SpinLockAcquire(&kling_shared->mutex);
+	if (kling_shared->delivery_latch == &MyProc->procLatch)
+		kling_shared->delivery_latch = NULL;
+	SpinLockRelease(&kling_shared->mutex);
+}
+
+/* Say which task's delivery runs now (0: none), in case the process dies. */
+void
+kling_shmem_set_delivering(int64 id)
+{
+	SpinLockAcquire(&kling_shared->mutex);
+	kling_shared->delivering = id;
+	SpinLockRelease(&kling_shared->mutex);
+}
+
+/* Whether a delivery process runs. */
+bool
+kling_shmem_deliverer_attached(void)
+{
+	bool		attached;
+
+	SpinLockAcquire(&kling_shared->mutex);
+	attached = (kling_shared->delivery_latch != NULL);
+	SpinLockRelease(&kling_shared->mutex);
+	return attached;
+}
+
+/* Wake the delivery process: there is work for it. */
+void
+kling_wake_deliverer(void)
+{
+	Latch	   *latch;
+
+	SpinLockAcquire(&kling_shared->mutex);
+	latch = kling_shared->delivery_latch;
+	SpinLockRelease(&kling_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
 }
 
 /* Whether a worker is running (it has published its latch). */

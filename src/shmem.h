@@ -30,6 +30,10 @@ typedef struct KlingWorkerStats
 extern void kling_shmem_register(void);
 extern bool kling_shmem_attach_worker(void);
 extern bool kling_shmem_worker_attached(void);
+extern bool kling_shmem_attach_deliverer(int64 *stuck);
+extern void kling_shmem_set_delivering(int64 id);
+extern bool kling_shmem_deliverer_attached(void);
+extern void kling_wake_deliverer(void);
 extern void kling_take_wake(void);
 extern void kling_wake_worker_at_commit(void);
 extern void kling_announce_final_at_commit(void);

@@ -15,6 +15,7 @@
 #include "access/xlog.h"
 #include "commands/dbcommands.h"
 #include "fmgr.h"
+#include "funcapi.h"
 #include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
@@ -248,8 +249,9 @@ kling_interval_ms(Interval *interval)
 /*
  * kling_wait(id bigint, timeout interval DEFAULT '30 min') RETURNS kling_tasks
  *
- * Wait until the task is final or the timeout passes, then return its row
- * as it stands (with a NOTICE on a timeout).  The transaction that makes a
+ * Wait until the task is final (and its write-back and callback have run)
+ * or the timeout passes, then return its row as it stands (with a NOTICE on
+ * a timeout).  The transaction that makes a
  * task final wakes every waiter at its commit.  Cancel requests and
  * statement_timeout interrupt it.  Two waits that could only ever time out
  * are errors: in REPEATABLE READ or SERIALIZABLE (each look would see the
@@ -293,6 +295,8 @@ kling_wait(PG_FUNCTION_ARGS)
 		long		secs;
 		int			usecs;
 		long		remaining_ms;
+		bool		settled;
+		bool		isnull;
 
 		MemoryContextReset(look);
 		MemoryContextSwitchTo(look);
@@ -301,14 +305,19 @@ kling_wait(PG_FUNCTION_ARGS)
 
 		TimestampDifference(GetCurrentTimestamp(), deadline, &secs, &usecs);
 		remaining_ms = secs * 1000 + usecs / 1000;
-		if (kling_status_is_final(status) || remaining_ms <= 0)
+		settled = kling_status_is_final(status) &&
+			!DatumGetBool(GetAttributeByName(DatumGetHeapTupleHeader(row),
+											 "delivery_pending", &isnull));
+		if (settled || remaining_ms <= 0)
 		{
 			Datum		copy = PointerGetDatum(PG_DETOAST_DATUM_COPY(row));
 
-			if (!kling_status_is_final(status))
+			if (!settled)
 				ereport(NOTICE,
-						(errmsg("kling_wait timed out: task %lld is still %s",
-								(long long) id, status)));
+						(errmsg("kling_wait timed out: task %lld is still %s%s",
+								(long long) id, status,
+								kling_status_is_final(status)
+								? ", its write-back or callback not yet run" : "")));
 			kling_stop_sleeping();
 			MemoryContextDelete(look);
 			PG_RETURN_DATUM(copy);

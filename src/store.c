@@ -52,8 +52,9 @@ typedef enum KlingPlanId
 	KLING_PLAN_COUNT_IN_FLIGHT,
 	KLING_PLAN_CLAIM_CREATES,
 	KLING_PLAN_CLAIM_POLLS,
-	KLING_PLAN_FETCH_DELIVERY,
-	KLING_PLAN_NOTE_DELIVERY_ERROR,
+	KLING_PLAN_MARK_DELIVERIES,
+	KLING_PLAN_CLAIM_DELIVERIES,
+	KLING_PLAN_FINISH_DELIVERY,
 	KLING_PLAN_DELETE_EXPIRED,
 	KLING_PLAN_GENERATION_TIMES,
 	KLING_PLAN_NEXT_POLL,
@@ -210,15 +211,27 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 		" ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED",
 		2, {INT4OID, INT8ARRAYOID}
 	},
-	[KLING_PLAN_FETCH_DELIVERY] = {
-		"SELECT t.id, t.owner, t.status, t.video_url, t.error, t.target_table::oid,"
-		" t.target_id_column, t.target_url_column, t.opts ->> 'callback', t"
-		" FROM unnest($1) WITH ORDINALITY f(id, n) JOIN %1$s t ON t.id = f.id"
-		" ORDER BY f.n",
+	/*
+	 * Of the tasks a round made final, mark those with something to deliver
+	 * (a write-back of a completed task, a callback) for the delivery
+	 * process; returns every task with its status and whether it was marked.
+	 */
+	[KLING_PLAN_MARK_DELIVERIES] = {
+		"WITH marked AS (UPDATE %1$s SET delivery_pending = true WHERE id = ANY ($1)"
+		"   AND ((target_table IS NOT NULL AND status = 'completed') OR opts ? 'callback')"
+		"   RETURNING id)"
+		" SELECT t.id, t.status, t.id IN (SELECT id FROM marked) FROM %1$s t WHERE t.id = ANY ($1)",
 		1, {INT8ARRAYOID}
 	},
-	[KLING_PLAN_NOTE_DELIVERY_ERROR] = {
-		"UPDATE %1$s SET delivery_error = $2, updated_at = now() WHERE id = $1",
+	[KLING_PLAN_CLAIM_DELIVERIES] = {
+		"SELECT t.id, t.owner, t.status, t.video_url, t.error, t.target_table::oid,"
+		" t.target_id_column, t.target_url_column, t.opts ->> 'callback', t"
+		" FROM %1$s t WHERE t.delivery_pending ORDER BY t.id LIMIT $1 FOR UPDATE SKIP LOCKED",
+		1, {INT4OID}
+	},
+	[KLING_PLAN_FINISH_DELIVERY] = {
+		"UPDATE %1$s SET delivery_pending = false, delivery_error = $2, updated_at = now()"
+		" WHERE id = $1",
 		2, {INT8OID, TEXTOID}
 	},
 	[KLING_PLAN_DELETE_EXPIRED] = {
@@ -722,23 +735,49 @@ kling_result_text(uint64 row, int column)
 }
 
 /*
- * What it takes to deliver final tasks, in the order of ids (a list of
- * pointers to int64): each one's owner, result, write-back target, callback
- * and row.  Tasks that are gone are left out.
+ * Announce-and-mark step of a round: of the given final tasks (a list of
+ * pointers to int64), mark for the delivery process those with something
+ * to deliver.  Returns a KlingFinal for every one that still exists.
  */
 List *
-kling_store_fetch_deliveries(List *ids)
+kling_store_mark_deliveries(List *ids)
 {
 	int64	   *id_values = palloc(Max(list_length(ids), 1) * sizeof(int64));
 	Datum		values[1];
-	List	   *deliveries = NIL;
+	List	   *finals = NIL;
 	ListCell   *lc;
 
 	foreach(lc, ids)
 		id_values[foreach_current_index(lc)] = *(int64 *) lfirst(lc);
 	values[0] = kling_store_id_array(id_values, list_length(ids));
-	kling_execute(KLING_PLAN_FETCH_DELIVERY, values, NULL, 0);
+	kling_execute(KLING_PLAN_MARK_DELIVERIES, values, NULL, 0);
 
+	for (uint64 r = 0; r < SPI_processed; r++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[r];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		KlingFinal *f = MemoryContextAllocZero(kling_round_context, sizeof(KlingFinal));
+		bool		isnull;
+
+		f->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		f->status = kling_result_text(r, 2);
+		f->marked = DatumGetBool(SPI_getbinval(tuple, desc, 3, &isnull));
+		finals = lappend(finals, f);
+	}
+	return finals;
+}
+
+/*
+ * Claim up to limit final tasks whose delivery is pending, with all it
+ * takes to deliver each: owner, result, write-back target, callback, row.
+ */
+List *
+kling_store_claim_deliveries(int limit)
+{
+	Datum		values[1] = {Int32GetDatum(limit)};
+	List	   *deliveries = NIL;
+
+	kling_execute(KLING_PLAN_CLAIM_DELIVERIES, values, NULL, 0);
 	for (uint64 r = 0; r < SPI_processed; r++)
 	{
 		HeapTuple	tuple = SPI_tuptable->vals[r];
@@ -839,13 +878,14 @@ kling_store_config_error(MemoryContext context)
 	return error;
 }
 
-/* Record why a final task's delivery went wrong. */
+/* A task's delivery is done; error says what went wrong, or is NULL. */
 void
-kling_store_note_delivery_error(int64 id, const char *error)
+kling_store_finish_delivery(int64 id, const char *error)
 {
-	Datum		values[2] = {Int64GetDatum(id), CStringGetTextDatum(error)};
+	Datum		values[2] = {Int64GetDatum(id), error ? CStringGetTextDatum(error) : (Datum) 0};
+	char		nulls[2] = {' ', error ? ' ' : 'n'};
 
-	kling_execute(KLING_PLAN_NOTE_DELIVERY_ERROR, values, NULL, 0);
+	kling_execute(KLING_PLAN_FINISH_DELIVERY, values, nulls, 0);
 }
 
 /*

@@ -55,7 +55,7 @@ typedef struct KlingTarget
 	const char *url_column;
 } KlingTarget;
 
-/* What the worker needs to deliver a final task to its owner. */
+/* What the delivery process needs to deliver a final task to its owner. */
 typedef struct KlingDelivery
 {
 	int64		id;
@@ -69,6 +69,14 @@ typedef struct KlingDelivery
 	char	   *callback;		/* signature of the callback, or NULL */
 	Datum		row;			/* the task's row, for the callback */
 } KlingDelivery;
+
+/* A task a worker round made final, as the round announces it. */
+typedef struct KlingFinal
+{
+	int64		id;
+	char	   *status;
+	bool		marked;			/* its delivery is left to the delivery process */
+} KlingFinal;
 
 /* How long tasks of one model and duration took at the provider lately. */
 typedef struct KlingGenerationTime
@@ -98,8 +106,11 @@ extern bool kling_store_next_due(bool include_pending, Datum polling, TimestampT
 extern bool kling_store_pending_exists(void);
 extern Datum kling_store_id_array(const int64 *ids, int n);
 extern List *kling_store_finalized(void);
-extern List *kling_store_fetch_deliveries(List *ids);
-extern void kling_store_note_delivery_error(int64 id, const char *error);
+extern List *kling_store_mark_deliveries(List *ids);
+
+/* Called by the delivery process, in one transaction per batch. */
+extern List *kling_store_claim_deliveries(int limit);
+extern void kling_store_finish_delivery(int64 id, const char *error);
 extern int	kling_store_delete_expired(int retention_s, int limit);
 extern List *kling_store_generation_times(MemoryContext context);
 extern char *kling_store_config_error(MemoryContext context);

@@ -36,6 +36,7 @@
 #include "kling.h"
 #include "delivery.h"
 #include "http.h"
+#include "launcher.h"
 #include "protocol.h"
 #include "sandbox.h"
 #include "shmem.h"
@@ -64,6 +65,9 @@
 #define KLING_RETENTION_BATCH 1000
 #define KLING_RETENTION_EVERY_MS 60000
 
+/* Pause between two starts of the delivery process. */
+#define KLING_DELIVERER_RESTART_MS 2000
+
 /* How often to look for the extension in a database that lacks it. */
 #define KLING_NO_EXTENSION_RECHECK_MS 10000
 
@@ -86,6 +90,7 @@ typedef struct KlingRound
 	int			nupdates;
 	List	   *creates;		/* claimed KlingClaims, bodies built */
 	List	   *polls;
+	int			to_deliver;		/* final tasks marked for the delivery process */
 } KlingRound;
 
 /* When the next poll or send is due; 0 when nothing waits. */
@@ -128,6 +133,7 @@ static char *kling_config_error = NULL;
 
 static void kling_worker_round(void);
 static void kling_round_failed(KlingRound *round);
+static void kling_keep_deliverer(void);
 static void kling_decide_all(KlingRound *round);
 static void kling_keep_held(KlingTaskUpdate *updates, int n, bool all);
 static Datum kling_recover(void);
@@ -286,6 +292,10 @@ kling_worker_round(void)
 	PG_END_TRY();
 
 	kling_start_requests(round.creates, round.polls);
+	if (round.to_deliver > 0)
+		kling_wake_deliverer();
+	if (kling_extension_present)
+		kling_keep_deliverer();
 
 	foreach(lc, round.done)
 		kling_http_free(lfirst(lc));
@@ -319,6 +329,35 @@ kling_round_failed(KlingRound *round)
 	kling_expired_at = 0;
 	round->creates = NIL;
 	round->polls = NIL;
+	round->to_deliver = 0;
+}
+
+/*
+ * Make sure the delivery process runs (it runs every write-back and
+ * callback, so that no user code runs here): start it if it is not
+ * attached, at most every few seconds, and say once if no slot is free.
+ */
+static void
+kling_keep_deliverer(void)
+{
+	static TimestampTz tried_at = 0;
+	static bool said_no_slot = false;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (kling_shmem_deliverer_attached() ||
+		!TimestampDifferenceExceeds(tried_at, now, KLING_DELIVERER_RESTART_MS))
+		return;
+	tried_at = now;
+	if (kling_start_deliverer(MyDatabaseId))
+		said_no_slot = false;
+	else if (!said_no_slot)
+	{
+		ereport(WARNING,
+				(errmsg("kling: could not start the delivery process: no background worker slot free"),
+				 errdetail("Write-backs and callbacks wait until one is."),
+				 errhint("Raise max_worker_processes.")));
+		said_no_slot = true;
+	}
 }
 
 /*
@@ -510,7 +549,7 @@ kling_round_transaction(KlingRound *round, bool isolate)
 		round->polls = kling_store_claim_polls(room, polling);
 
 	/* Every task made final: by results, expiry, recovery, unbuildable claims. */
-	kling_deliver_finalized();
+	round->to_deliver = kling_announce_finalized();
 
 	kling_schedule_next(round, can_send, polling);
 	kling_store_end_round();

@@ -56,8 +56,8 @@ $$;
 CREATE FUNCTION mock_bodies(prompt text) RETURNS jsonb
 LANGUAGE sql AS $$ SELECT mock('GET', '/__mock/bodies?prompt=' || url_encode(prompt)) $$;
 
--- Wait until every given task is final, or the timeout passes; returns how
--- many are final.  Each look takes a new snapshot.
+-- Wait until every given task is final and delivered (write-back, callback),
+-- or the timeout passes; returns how many are.  Each look takes a new snapshot.
 CREATE FUNCTION wait_final(ids bigint[], timeout interval DEFAULT '30 s') RETURNS bigint
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -66,7 +66,8 @@ DECLARE
 BEGIN
     LOOP
         SELECT count(*) INTO done FROM kling_tasks
-        WHERE id = ANY (ids) AND status IN ('completed', 'failed', 'cancelled');
+        WHERE id = ANY (ids) AND status IN ('completed', 'failed', 'cancelled')
+          AND NOT delivery_pending;
         EXIT WHEN done = cardinality(ids) OR clock_timestamp() > deadline;
         PERFORM pg_sleep(0.05);
     END LOOP;

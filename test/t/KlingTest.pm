@@ -173,14 +173,15 @@ sub wait_until
 	return 0;
 }
 
-# Wait until no task is pending, submitting, queued or generating.
+# Wait until no task is pending, submitting, queued or generating, or has
+# its delivery (write-back, callback) pending.
 sub wait_final
 {
 	my ($node, $db, $timeout) = @_;
 	return wait_until(
 		$node, $db,
 		"SELECT count(*) FROM kling_tasks WHERE status IN"
-		  . " ('pending', 'submitting', 'queued', 'generating')",
+		  . " ('pending', 'submitting', 'queued', 'generating') OR delivery_pending",
 		'0', $timeout);
 }
 
