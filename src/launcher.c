@@ -162,7 +162,8 @@ kling_run_worker(Oid database_id)
 
 /*
  * Start the delivery process in the worker's database, without waiting for
- * it.  Returns false if no background worker slot is free.
+ * it; the worker (the caller) is signalled when it stops, so that it starts
+ * it again.  Returns false if no background worker slot is free.
  */
 bool
 kling_start_deliverer(Oid database_id)
@@ -173,6 +174,7 @@ kling_start_deliverer(Oid database_id)
 	kling_describe_worker(&worker, "kling_deliverer_main", "kling delivery");
 	worker.bgw_restart_time = BGW_NEVER_RESTART;
 	worker.bgw_main_arg = ObjectIdGetDatum(database_id);
+	worker.bgw_notify_pid = MyProcPid;
 	return RegisterDynamicBackgroundWorker(&worker, &handle);
 }
 

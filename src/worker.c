@@ -344,9 +344,17 @@ kling_keep_deliverer(void)
 	static bool said_no_slot = false;
 	TimestampTz now = GetCurrentTimestamp();
 
-	if (kling_shmem_deliverer_attached() ||
-		!TimestampDifferenceExceeds(tried_at, now, KLING_DELIVERER_RESTART_MS))
+	if (kling_shmem_deliverer_attached())
 		return;
+	if (!TimestampDifferenceExceeds(tried_at, now, KLING_DELIVERER_RESTART_MS))
+	{
+		/* Too soon to start it again: come back when it is not. */
+		TimestampTz retry = TimestampTzPlusMilliseconds(tried_at, KLING_DELIVERER_RESTART_MS);
+
+		if (kling_next_due == 0 || retry < kling_next_due)
+			kling_next_due = retry;
+		return;
+	}
 	tried_at = now;
 	if (kling_start_deliverer(MyDatabaseId))
 		said_no_slot = false;
