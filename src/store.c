@@ -96,7 +96,7 @@ static const KlingPlanDef kling_plan_defs[KLING_NUM_PLANS] = {
 	 */
 	[KLING_PLAN_RETRY] = {
 		"UPDATE %1$s SET status = 'pending', error = NULL, attempts = 0, completed_at = NULL,"
-		" delivery_error = NULL, next_attempt_at = now(), updated_at = now()"
+		" delivery_error = NULL, delivery_pending = false, next_attempt_at = now(), updated_at = now()"
 		" WHERE id = $1 AND (owner = $2::name OR $3) AND status = 'failed'"
 		" AND generation_id IS NULL AND error NOT LIKE 'outcome unknown%%'",
 		3, {INT8OID, TEXTOID, BOOLOID}
@@ -995,6 +995,8 @@ kling_store_apply_all(KlingTaskUpdate *updates, int n)
 	if (n == 0)
 		return;
 
+	for (int i = 0; i < n; i++)
+		updates[i].held = false;
 	for (int c = 0; c < NCOLUMNS; c++)
 	{
 		values[c] = palloc(n * sizeof(Datum));

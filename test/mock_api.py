@@ -16,6 +16,8 @@ https://api.aimlapi.com.  It simulates what docs/API.md describes:
   * extra unknown keys in every response, so the client must ignore them;
   * per-task outcomes chosen by tags in the prompt, so concurrent tests do
     not interfere: [error], [error:detail], [error:string], [nourl], [bad400];
+    [longurl:N] makes the completed video URL N characters long (N up to
+    1,000,000; a URL that long is still a plain https URL);
   * faults injected on demand (status codes, stalls, drops, truncated or
     malformed or oversized bodies, create-then-drop).
 
@@ -52,9 +54,12 @@ get non-ASCII characters raw instead of \\u escapes):
 
 Fault kinds: 400 401 403 404 429 500 502 503 504 (error bodies; 429 sends
 Retry-After only when the rule gives one), stall, drop, drop_mid_body,
-malformed, oversized, create_then_drop, create_then_stall.  A faulted
+malformed, oversized, create_then_drop, create_then_stall, slow.  A faulted
 request skips the auth check and creates nothing, except create_then_*,
-which run the normal create first.  "mixed" settings rotate by task number:
+which run the normal create first, and slow, which waits stall_seconds
+(give it: the default is an hour) and then answers normally, as a provider
+that is slow to answer but does its work (a slow create creates its task
+when it answers, even if the client gave up meanwhile).  "mixed" settings rotate by task number:
 id_key alternates id/generation_id, id_style changes every two tasks, and
 create bodies carry "meta" on every third task.
 
@@ -128,9 +133,11 @@ STATUS_FAULTS = {
     "504": (504, "Generation timeout"),
 }
 OTHER_FAULTS = {"stall", "drop", "drop_mid_body", "malformed", "oversized",
-                "create_then_drop", "create_then_stall"}
+                "create_then_drop", "create_then_stall", "slow"}
 CREATE_ONLY_FAULTS = {"create_then_drop", "create_then_stall"}
 MALFORMED_BODY = b'{"id": "x", "status": '
+LONG_URL_TAG = re.compile(r"\[longurl:(\d{1,7})\]")
+MAX_LONG_URL = 1_000_000
 OVERSIZED_PADDING = 2 * 1024 * 1024
 
 
@@ -413,6 +420,11 @@ class MockState:
     def video(self, task):
         safe = re.sub(r"[^A-Za-z0-9_-]", "_", task.id)
         url = f"https://cdn.mock.invalid/{safe}/output.mp4"
+        tag = LONG_URL_TAG.search(task.prompt)
+        if tag:                 # [longurl:N]: pad the URL to N characters
+            want = min(int(tag.group(1)), MAX_LONG_URL)
+            if want > len(url) + 5:
+                url += "?pad=" + "p" * (want - len(url) - 5)
         shape = self.config["video_shape"]
         if shape == "mixed":
             shape = "url_only" if task.seq % 3 == 2 else "full"
@@ -613,6 +625,10 @@ class Handler(BaseHTTPRequestHandler):
             elif route == "poll":
                 self.state.stats["polls"] += 1
             fault = self.state.take_fault(route) if route else None
+        if fault and fault["kind"] == "slow":
+            # Late but normal: wait, then answer as if there were no fault.
+            self.state.shutdown_event.wait(fault["stall_seconds"])
+            fault = None
         if fault and fault["kind"] not in CREATE_ONLY_FAULTS:
             if route == "create":
                 self.record_create(raw, fault=fault["kind"])

@@ -2,7 +2,8 @@
 #
 # Start and stop the mock of the provider API (test/mock_api.py), call its
 # control API, make a node with the worker preloaded and pointed at the
-# mock, and wait for the worker, its tasks and the server log.
+# mock, and wait for the worker, its tasks and the server log; make roles
+# with the README's grants and run SQL as them.
 #
 # The mock is stopped by an END block of this module (by the process we
 # started, never by name), so it goes away even when a test dies; the nodes
@@ -25,7 +26,8 @@ use Time::HiRes qw(usleep time);
 
 our @EXPORT = qw(start_mock stop_mock mock_call mock_reset mock_stats
   mock_created new_kling_node wait_final wait_until worker_pid
-  launcher_pid wait_worker wait_log log_count);
+  launcher_pid wait_worker wait_log log_count new_role as_role sqlstate_of
+  submit_as wait_status attack);
 
 my $PYTHON = '/usr/bin/python3';
 my $MOCK_SCRIPT =
@@ -234,6 +236,78 @@ sub log_count
 	my ($node, $re, $offset) = @_;
 	my $log = PostgreSQL::Test::Utils::slurp_file($node->logfile, $offset // 0);
 	return scalar grep { $_ =~ $re } split /\n/, $log;
+}
+
+# A LOGIN role (the test clusters trust local connections) with only the
+# grants the README gives, and a schema of its own named after it.
+# Options: grants => 0 for no grant at all; trigger => 1 to add EXECUTE on
+# kling_on_insert().
+sub new_role
+{
+	my ($node, $db, $role, %opt) = @_;
+	my $sql = "CREATE ROLE $role LOGIN;\nCREATE SCHEMA $role AUTHORIZATION $role;\n";
+	if ($opt{grants} // 1)
+	{
+		$sql .=
+		    "GRANT EXECUTE ON FUNCTION kling_submit(text, jsonb), kling_status(bigint),"
+		  . " kling_cancel(bigint), kling_wait(bigint, interval) TO $role;\n"
+		  . "GRANT SELECT ON kling_tasks TO $role;\n";
+		$sql .= "GRANT EXECUTE ON FUNCTION kling_on_insert() TO $role;\n"
+		  if $opt{trigger};
+	}
+	$node->safe_psql($db, $sql);
+	return;
+}
+
+# Run SQL as a role, errors with their SQLSTATE (VERBOSITY verbose) and the
+# script stopped at the first one.  Returns (exit code, stdout, stderr).
+sub as_role
+{
+	my ($node, $db, $role, $sql) = @_;
+	my ($ret, $out, $err) = $node->psql($db, "\\set VERBOSITY verbose\n$sql",
+		extra_params => [ '-U', $role ]);
+	return ($ret, $out // '', $err // '');
+}
+
+# The SQLSTATE of the first error in psql's stderr (VERBOSITY verbose), or ''.
+sub sqlstate_of
+{
+	my ($stderr) = @_;
+	return ($stderr // '') =~ /ERROR:\s+([0-9A-Z]{5}):/ ? $1 : '';
+}
+
+# kling_submit as a role ($opts: JSON text or undef; $before: SQL run first
+# in the same session); returns the task id, or undef (the error shown).
+sub submit_as
+{
+	my ($node, $db, $role, $prompt, $opts, $before) = @_;
+	my ($ret, $out, $err) = as_role($node, $db, $role,
+		($before // '')
+		  . "SELECT public.kling_submit('$prompt'"
+		  . (defined $opts ? ", '$opts'" : '') . ')');
+	diag "submit as $role failed: $err" if $ret;
+	return $ret == 0 ? $out : undef;
+}
+
+# Wait until every task of @$ids has $status ('final': any final status);
+# false at once if an id is missing (a submit failed).
+sub wait_status
+{
+	my ($node, $db, $ids, $status, $timeout) = @_;
+	return 0 if !@$ids || grep { !defined } @$ids;
+	my $in = $status eq 'final' ? "'completed', 'failed', 'cancelled'" : "'$status'";
+	return wait_until($node, $db,
+		"SELECT count(*) FROM public.kling_tasks WHERE id IN (" . join(', ', @$ids)
+		  . ") AND status IN ($in)",
+		scalar(@$ids), $timeout);
+}
+
+# Run one part of a test; one that dies is a failure, and the next runs.
+sub attack
+{
+	my ($name, $code) = @_;
+	ok(eval { $code->(); 1 }, "$name: ran to the end") or diag $@;
+	return;
 }
 
 1;
