@@ -643,7 +643,13 @@ kling_prepare_creates(List *claims)
 		char	   *failure = kling_build_body(c);
 
 		if (failure == NULL)
+		{
+			/* The list outlives the transaction (and SPI): sent after it. */
+			MemoryContext old = MemoryContextSwitchTo(kling_round_context);
+
 			ready = lappend(ready, c);
+			MemoryContextSwitchTo(old);
+		}
 		else
 		{
 			KlingTaskUpdate u = {0};
