@@ -37,14 +37,7 @@ use KlingTest;
 my $db = 'postgres';
 my $url = start_mock();
 mock_reset($url, { fixed_seconds => 1 });
-my $node = new_kling_node(
-	'attacks_sql', $url,
-	'kling.delivery_timeout' => '1s',
-	'kling.max_active_tasks' => '100',
-	'kling.max_daily_tasks' => '1000');
-$node->start;
-ok(defined wait_worker($node, 30), 'the kling worker starts');
-$node->safe_psql($db, 'CREATE EXTENSION kling');
+my $node = new_attack_node('attacks_sql', $url);
 my $su = $node->safe_psql($db, 'SELECT current_user');
 
 # ---- helpers ----

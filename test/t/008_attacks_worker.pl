@@ -41,15 +41,7 @@ use KlingTest;
 my $db = 'postgres';
 my $url = start_mock();
 mock_reset($url, { fixed_seconds => 1 });
-my %conf = (
-	'kling.delivery_timeout' => '1s',
-	'kling.request_timeout' => '5s',
-	'kling.max_active_tasks' => '100',
-	'kling.max_daily_tasks' => '1000');
-my $node = new_kling_node('attacks_worker', $url, %conf);
-$node->start;
-ok(defined wait_worker($node, 30), 'the kling worker starts');
-$node->safe_psql($db, 'CREATE EXTENSION kling');
+my $node = new_attack_node('attacks_worker', $url, 'kling.request_timeout' => '5s');
 
 # ---- helpers ----
 
@@ -266,7 +258,8 @@ attack('4b', sub {
 # ---- 4d. bytes that are not UTF-8, in a SQL_ASCII database ----
 
 attack('4d', sub {
-	my $ascii = new_kling_node('attacks_ascii', $url, %conf, 'kling.database_name' => 'ascii');
+	my $ascii = new_kling_node('attacks_ascii', $url, 'kling.delivery_timeout' => '1s',
+		'kling.request_timeout' => '5s', 'kling.database_name' => 'ascii');
 	$ascii->start;
 	$ascii->safe_psql('postgres', "CREATE DATABASE ascii ENCODING 'SQL_ASCII' TEMPLATE template0");
 	ok(defined wait_worker($ascii, 30), '4d: the worker starts in the SQL_ASCII database');

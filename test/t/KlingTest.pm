@@ -25,7 +25,7 @@ use Test::More;
 use Time::HiRes qw(usleep time);
 
 our @EXPORT = qw(start_mock stop_mock mock_call mock_reset mock_stats
-  mock_created new_kling_node wait_final wait_until worker_pid
+  mock_created new_kling_node new_attack_node wait_final wait_until worker_pid
   launcher_pid wait_worker wait_log log_count new_role as_role sqlstate_of
   submit_as wait_status attack);
 
@@ -149,6 +149,24 @@ sub new_kling_node
 		$text .= "$key = '$v'\n";
 	}
 	$node->append_conf('postgresql.conf', $text);
+	return $node;
+}
+
+# A started node for the attack suites, with the extension created: spend
+# limits on (their counting queries run as the table owner), a short
+# kling.delivery_timeout; %extra_conf overrides or adds settings.
+sub new_attack_node
+{
+	my ($name, $url, %extra_conf) = @_;
+	my $node = new_kling_node(
+		$name, $url,
+		'kling.delivery_timeout' => '1s',
+		'kling.max_active_tasks' => '100',
+		'kling.max_daily_tasks' => '1000',
+		%extra_conf);
+	$node->start;
+	ok(defined wait_worker($node, 30), 'the kling worker starts');
+	$node->safe_psql('postgres', 'CREATE EXTENSION kling');
 	return $node;
 }
 
