@@ -107,7 +107,7 @@ kling_pin_worker_settings(void)
 /*
  * Past the time limit: cancel what runs, the way statement_timeout does.
  * It repeats until disabled, so user code that catches query_canceled is
- * cancelled again.
+ * cancelled again, and after KLING_CANCELS_BEFORE_EXIT the process ends.
  */
 static void
 kling_user_timeout_handler(void)
@@ -169,7 +169,7 @@ kling_run_as_user(Oid role, KlingStep step, void *arg)
 
 	if (kling_user_timed_out)
 	{
-		/* The cancel was ours; one still pending must not hit the worker. */
+		/* The cancel was ours; one still pending must not hit what follows. */
 		QueryCancelPending = false;
 		if (failure != NULL)
 			failure = psprintf("canceled: took longer than kling.delivery_timeout (%d ms)",
