@@ -297,13 +297,11 @@ kling_stats_publish(const KlingWorkerStats *stats)
 
 /*
  * Copy the worker's last published figures.  Returns false when no worker
- * runs (or there is no shared memory: the library was not preloaded).
+ * runs.
  */
 bool
 kling_stats_read(KlingWorkerStats *stats)
 {
-	if (kling_shared == NULL)
-		return false;
 	SpinLockAcquire(&kling_shared->mutex);
 	*stats = kling_shared->stats;
 	SpinLockRelease(&kling_shared->mutex);
@@ -335,7 +333,7 @@ kling_xact_callback(XactEvent event, void *arg)
 			return;
 	}
 
-	if (final_announced && kling_shared != NULL)
+	if (final_announced)
 		ConditionVariableBroadcast(&kling_shared->task_final);
 	final_announced = false;
 
@@ -348,8 +346,6 @@ kling_xact_callback(XactEvent event, void *arg)
 	 * The barrier orders the commit before the read, as kling_take_wake
 	 * orders its exchange before the round's snapshot.
 	 */
-	if (kling_shared == NULL)
-		return;
 	pg_memory_barrier();
 	if (pg_atomic_read_u32(&kling_shared->wake_pending) != 0)
 		return;
