@@ -6,6 +6,7 @@ EXTVERSION = $(shell sed -n "s/^default_version = '\(.*\)'/\1/p" $(EXTENSION).co
 MODULE_big = kling
 OBJS = \
 	src/kling.o \
+	src/settings.o \
 	src/launcher.o \
 	src/shmem.o \
 	src/options.o \

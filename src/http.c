@@ -22,7 +22,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "kling.h"
+#include "settings.h"
 #include "http.h"
 
 /*

@@ -28,7 +28,7 @@
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
 
-#include "kling.h"
+#include "settings.h"
 #include "launcher.h"
 #include "shmem.h"
 #include "worker.h"

@@ -22,7 +22,7 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
-#include "kling.h"
+#include "settings.h"
 #include "options.h"
 #include "protocol.h"
 #include "subxact.h"

@@ -28,7 +28,7 @@
 #include "utils/timeout.h"
 #include "utils/timestamp.h"
 
-#include "kling.h"
+#include "settings.h"
 #include "sandbox.h"
 
 /*

@@ -16,7 +16,7 @@
 #include "utils/elog.h"
 #include "utils/memutils.h"
 
-#include "kling.h"
+#include "settings.h"
 #include "secret.h"
 
 #define KLING_REDACTED "[message redacted: it held the kling.api_key value]"

@@ -26,7 +26,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "kling.h"
+#include "settings.h"
 #include "options.h"
 #include "protocol.h"
 #include "delivery.h"

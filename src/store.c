@@ -32,7 +32,7 @@
 
 #include "pgtime.h"
 
-#include "kling.h"
+#include "settings.h"
 #include "sandbox.h"
 #include "store.h"
 

@@ -33,7 +33,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "kling.h"
+#include "settings.h"
 #include "delivery.h"
 #include "http.h"
 #include "launcher.h"

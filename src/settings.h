@@ -1,12 +1,12 @@
 /*-------------------------------------------------------------------------
  *
- * kling.h
- *		Settings of the kling extension, shared by all its modules.
+ * settings.h
+ *		The kling.* settings, shared by all its modules.
  *
  *-------------------------------------------------------------------------
  */
-#ifndef KLING_H
-#define KLING_H
+#ifndef KLING_SETTINGS_H
+#define KLING_SETTINGS_H
 
 /* Which pair of provider routes requests go to (kling.api_route). */
 typedef enum KlingApiRoute
@@ -35,4 +35,6 @@ extern char *kling_proxy;
 /* The key requests use: kling.api_key, else the server's AIMLAPI_API_KEY. */
 extern const char *kling_effective_api_key(void);
 
-#endif							/* KLING_H */
+extern void kling_define_settings(void);
+
+#endif							/* KLING_SETTINGS_H */
