@@ -8,19 +8,30 @@ OBJS = \
 	src/kling.o \
 	src/settings.o \
 	src/launcher.o \
+	src/utility_hook.o \
 	src/shmem.o \
 	src/options.o \
 	src/protocol.o \
 	src/secret.o \
 	src/http.o \
-	src/store.o \
+	src/plan_cache.o \
+	src/task_access.o \
+	src/spend_limits.o \
+	src/task_claims.o \
+	src/task_results.o \
+	src/task_history.o \
+	src/delivery_queue.o \
 	src/subxact.o \
 	src/sandbox.o \
 	src/sql_api.o \
+	src/diagnostics.o \
 	src/trigger.o \
 	src/delivery.o \
 	src/deliverer.o \
 	src/monitor.o \
+	src/policy.o \
+	src/schedule.o \
+	src/responses.o \
 	src/worker.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)

@@ -117,21 +117,20 @@ kling_call_back(void *arg)
 }
 
 /*
- * Announce every task the worker's round made final, in the round's
+ * Announce the tasks the worker's round made final, in the round's
  * transaction: those with something to deliver are marked for the delivery
  * process, which announces them once delivered; the others are announced
  * now.  Returns how many were marked.
  */
 int
-kling_announce_finalized(void)
+kling_announce_finalized(const KlingIds *final)
 {
-	List	   *finalized = kling_store_finalized();
 	int			marked = 0;
 	ListCell   *lc;
 
-	if (finalized == NIL)
+	if (final->n == 0)
 		return 0;
-	foreach(lc, kling_store_mark_deliveries(finalized))
+	foreach(lc, kling_store_mark_deliveries(final))
 	{
 		KlingFinal *f = lfirst(lc);
 

@@ -10,7 +10,7 @@
 
 #include "store.h"
 
-extern int	kling_announce_finalized(void);
+extern int	kling_announce_finalized(const KlingIds *final);
 extern void kling_deliver(KlingDelivery *d);
 extern void kling_notify_final(int64 id, const char *status);
 

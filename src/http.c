@@ -22,14 +22,14 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
-#include "settings.h"
 #include "http.h"
+#include "settings.h"
 
 /*
- * A create reuses a connection only if it has been idle at most this long
- * (seconds): servers close idle connections after a minute or more.
+ * A send-once request reuses a connection only if it has been idle at most
+ * this long (seconds): servers close idle connections after a minute or more.
  */
-#define KLING_CREATE_MAX_IDLE_S 5L
+#define KLING_SEND_ONCE_MAX_IDLE_S 5L
 
 /* A socket curl wants watched, and for what (CURL_POLL_*). */
 typedef struct KlingSocket
@@ -168,7 +168,7 @@ kling_write_callback(char *data, size_t size, size_t nmemb, void *userp)
 }
 
 /*
- * curl is about to send a create's request: let it, the first time only.
+ * curl is about to send a send-once request: let it, the first time only.
  * A second time is curl's own retry after the connection died.
  */
 static int
@@ -177,9 +177,9 @@ kling_prereq_callback(void *userp, char *conn_primary_ip, char *conn_local_ip,
 {
 	KlingHttpRequest *req = userp;
 
-	if (req->create_tried)
+	if (req->tried)
 		return CURL_PREREQFUNC_ABORT;
-	req->create_tried = true;
+	req->tried = true;
 	return CURL_PREREQFUNC_OK;
 }
 
@@ -207,12 +207,13 @@ kling_header_callback(char *data, size_t size, size_t nitems, void *userp)
 }
 
 /*
- * A request that could not start: it is done at once, never sent, and the
- * worker handles it like any request that got no answer.
+ * A request that could not start: it is done at once, never sent, and
+ * kling_http_failure() says why.
  */
 static KlingHttpRequest *
 kling_http_not_started(KlingHttpRequest *req, const char *why)
 {
+	req->started = false;
 	req->curl_result = CURLE_FAILED_INIT;
 	strlcpy(req->curl_error, why, sizeof(req->curl_error));
 	dlist_push_tail(&kling_done, &req->node);
@@ -221,21 +222,23 @@ kling_http_not_started(KlingHttpRequest *req, const char *why)
 
 /*
  * Start a request: a POST with a JSON body, or a GET when post_body is
- * NULL.  It runs while the worker waits; see kling_http_next_done().  It
+ * NULL; owner is the caller's, for it to know the request again when it is
+ * done.  It runs while the worker waits; see kling_http_next_done().  It
  * never raises an error: one that cannot start is done at once, unsent.
  */
 KlingHttpRequest *
-kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
-				 const char *url, const char *post_body)
+kling_http_start(const char *url, const char *post_body, bool send_once, void *owner)
 {
 	KlingHttpRequest *req;
 	CURL	   *easy;
 	char	   *auth;
 
 	req = MemoryContextAllocZero(kling_http_context, sizeof(KlingHttpRequest));
-	req->kind = kind;
-	req->task_id = task_id;
-	req->attempts = attempts;
+	req->owner = owner;
+	req->send_once = send_once;
+	req->started = true;
+	if (kling_fault("request_start"))
+		return kling_http_not_started(req, "injected fault (kling.fault_injection)");
 
 	/* A handle of a finished request keeps its buffers: take one if any. */
 	easy = kling_nidle > 0 ? kling_idle[--kling_nidle] : curl_easy_init();
@@ -259,21 +262,22 @@ kling_http_start(KlingRequestKind kind, int64 task_id, int attempts,
 	curl_easy_setopt(easy, CURLOPT_URL, url);
 	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, req->headers);
 	if (post_body != NULL)
+		curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, post_body);
+	else
+		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
+	if (send_once)
 	{
 		/*
 		 * curl sends a request again by itself, on a new connection, when a
-		 * reused one turns out closed before any answer.  A create must
-		 * never go twice: it may be tried on one connection only, and if
-		 * that dies the outcome is unknown.
+		 * reused one turns out closed before any answer.  A send-once
+		 * request (a create, which the provider bills) may be tried on one
+		 * connection only; if that dies, its outcome is unknown.
 		 */
-		curl_easy_setopt(easy, CURLOPT_COPYPOSTFIELDS, post_body);
 		curl_easy_setopt(easy, CURLOPT_PREREQFUNCTION, kling_prereq_callback);
 		curl_easy_setopt(easy, CURLOPT_PREREQDATA, req);
 		/* Connections long idle are the ones a server closes under us. */
-		curl_easy_setopt(easy, CURLOPT_MAXAGE_CONN, KLING_CREATE_MAX_IDLE_S);
+		curl_easy_setopt(easy, CURLOPT_MAXAGE_CONN, KLING_SEND_ONCE_MAX_IDLE_S);
 	}
-	else
-		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
 
 	/* A proxy only when configured: the server's environment is ignored. */
 	curl_easy_setopt(easy, CURLOPT_PROXY, kling_proxy != NULL ? kling_proxy : "");
@@ -398,7 +402,7 @@ kling_collect_done(void)
 		curl_easy_getinfo(req->easy, CURLINFO_RESPONSE_CODE, &req->http_status);
 		curl_easy_getinfo(req->easy, CURLINFO_REQUEST_SIZE, &sent);
 		/* A refused retry means the request went out on a dead connection. */
-		req->request_sent = (sent > 0 || req->create_tried);
+		req->request_sent = (sent > 0 || req->tried);
 
 		curl_multi_remove_handle(kling_multi, req->easy);
 		kling_active--;
@@ -455,26 +459,6 @@ kling_http_free(KlingHttpRequest *req)
 	curl_slist_free_all(req->headers);
 	free(req->body);
 	pfree(req);
-}
-
-/*
- * The tasks of the requests of one kind started and not yet finished, into
- * ids (room for kling_http_active() of them); returns how many.
- */
-int
-kling_http_running_tasks(KlingRequestKind kind, int64 *ids)
-{
-	dlist_iter	iter;
-	int			n = 0;
-
-	dlist_foreach(iter, &kling_running)
-	{
-		KlingHttpRequest *req = dlist_container(KlingHttpRequest, node, iter.cur);
-
-		if (req->kind == kind)
-			ids[n++] = req->task_id;
-	}
-	return n;
 }
 
 /* Requests started and not yet finished. */

@@ -13,18 +13,15 @@
 
 #include "lib/ilist.h"
 
-#include "protocol.h"
+/* Bodies larger than this are not read: the request fails. */
+#define KLING_MAX_RESPONSE_BYTES (1024 * 1024)
 
 typedef struct KlingHttpRequest
 {
-	/* What the request is for; carried for the caller. */
-	KlingRequestKind kind;
-	int64		task_id;
-	int			attempts;		/* transient failures so far */
-	int			first_poll_ms;	/* creates: when to poll first, once accepted */
-	bool		learned;		/* the history knows how long such tasks take */
-
-	bool		create_tried;	/* curl has begun sending the create */
+	void	   *owner;			/* the caller's, untouched here */
+	bool		send_once;		/* never sent twice, not even by curl itself */
+	bool		started;		/* false: it never started; see failure */
+	bool		tried;			/* curl has begun sending it (send_once) */
 
 	/* The response, filled in as it arrives (buffers are malloc'd). */
 	long		http_status;
@@ -43,15 +40,13 @@ typedef struct KlingHttpRequest
 } KlingHttpRequest;
 
 extern void kling_http_init(void);
-extern KlingHttpRequest *kling_http_start(KlingRequestKind kind, int64 task_id,
-										  int attempts, const char *url,
-										  const char *post_body);
+extern KlingHttpRequest *kling_http_start(const char *url, const char *post_body,
+										  bool send_once, void *owner);
 extern bool kling_http_wait(long timeout_ms, uint32 wait_event_info);
 extern KlingHttpRequest *kling_http_next_done(void);
 extern bool kling_http_has_done(void);
 extern const char *kling_http_failure(KlingHttpRequest *req);
 extern void kling_http_free(KlingHttpRequest *req);
 extern int	kling_http_active(void);
-extern int	kling_http_running_tasks(KlingRequestKind kind, int64 *ids);
 
 #endif							/* KLING_HTTP_H */

@@ -15,6 +15,7 @@
 #include "secret.h"
 #include "settings.h"
 #include "shmem.h"
+#include "utility_hook.h"
 
 PG_MODULE_MAGIC;
 
@@ -42,4 +43,5 @@ _PG_init(void)
 	kling_secret_init();
 	kling_shmem_register();
 	kling_launcher_register();
+	kling_utility_hook_install();
 }

@@ -33,7 +33,10 @@
 #include "shmem.h"
 #include "worker.h"
 
-/* How often to look for a database that does not exist (yet). */
+/*
+ * How often to look for a database that does not exist (yet); a CREATE
+ * EXTENSION kling in it wakes the launcher at once anyway.
+ */
 #define KLING_DATABASE_RECHECK_MS 10000
 
 /* Pause before starting a worker again after it stopped. */
@@ -192,6 +195,8 @@ kling_launcher_main(Datum main_arg)
 
 	/* No database: shared catalogs only. */
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
+	/* CREATE EXTENSION kling wakes it at its commit. */
+	kling_shmem_attach_launcher();
 
 	for (;;)
 	{

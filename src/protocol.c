@@ -22,17 +22,15 @@
 #include "utils/json.h"
 #include "utils/jsonb.h"
 
-#include "settings.h"
 #include "options.h"
 #include "protocol.h"
-#include "subxact.h"
+#include "settings.h"
 
 /* Provider text longer than this is cut in error messages. */
 #define KLING_MAX_MESSAGE_CHARS 500
 
 static const char *kling_route_path(int route);
 static char *kling_url_encode(const char *s);
-static Jsonb *kling_parse_json(const char *body, size_t len, char **reason);
 static char *kling_get_string(Jsonb *jb, const char *key);
 static char *kling_get_id(Jsonb *jb);
 static char *kling_value_message(const JsonbValue *v);
@@ -138,53 +136,22 @@ kling_create_body(const char *prompt, Jsonb *opts)
 	return pg_server_to_any(buf.data, buf.len, PG_UTF8);
 }
 
-/* An untrusted body to parse, and the result. */
-typedef struct KlingParse
+/*
+ * Parse an untrusted response body into jsonb: to the server encoding, then
+ * to jsonb.  Invalid UTF-8, bad JSON, nesting too deep or numbers out of
+ * range raise errors; the caller catches them (responses.c).
+ */
+Jsonb *
+kling_parse_body(const char *body, size_t len)
 {
-	const char *body;
-	size_t		len;
-	Jsonb	   *result;
-} KlingParse;
-
-/* Parse step: to the server encoding, then to jsonb; may raise errors. */
-static void
-kling_parse_step(void *arg)
-{
-	KlingParse *p = arg;
-	char	   *copy = palloc(p->len + 1);
+	char	   *copy = palloc(len + 1);
 	char	   *text;
 
 	/* Keep any NUL bytes: the encoding check rejects them. */
-	memcpy(copy, p->body, p->len);
-	copy[p->len] = '\0';
-	text = pg_any_to_server(copy, p->len, PG_UTF8);
-	p->result = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
-}
-
-/*
- * Parse an untrusted body into jsonb.  Invalid UTF-8, bad JSON, nesting too
- * deep or numbers out of range all raise errors in the parser; they are
- * caught and returned as a reason instead.
- */
-static Jsonb *
-kling_parse_json(const char *body, size_t len, char **reason)
-{
-	KlingParse	p = {body, len, NULL};
-	char	   *failure;
-
-	*reason = NULL;
-	if (body == NULL || len == 0)
-	{
-		*reason = pstrdup("empty response body");
-		return NULL;
-	}
-	failure = kling_try_in_subtransaction(kling_parse_step, &p);
-	if (failure != NULL)
-	{
-		*reason = psprintf("malformed response body: %s", failure);
-		return NULL;
-	}
-	return p.result;
+	memcpy(copy, body, len);
+	copy[len] = '\0';
+	text = pg_any_to_server(copy, len, PG_UTF8);
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(text)));
 }
 
 /* A top-level string member of an object, or NULL. */
@@ -511,20 +478,19 @@ kling_read_http_error(KlingRequestKind kind, long http_status, Jsonb *jb,
 }
 
 /*
- * Read a complete HTTP response to a create or poll request.
+ * Read a complete HTTP response to a create or poll request: its body as
+ * parsed by kling_parse_body, or NULL and why it could not be.
  */
 void
-kling_read_response(KlingRequestKind kind, long http_status,
-					const char *body, size_t len, const char *retry_after,
+kling_read_response(KlingRequestKind kind, long http_status, Jsonb *jb,
+					const char *unreadable, const char *retry_after,
 					KlingResponse *out)
 {
-	char	   *reason;
-	Jsonb	   *jb;
+	char	   *reason = unreadable ? pstrdup(unreadable) : NULL;
 
 	memset(out, 0, sizeof(*out));
 	out->retry_after_ms = kling_parse_retry_after(retry_after);
 
-	jb = kling_parse_json(body, len, &reason);
 	if (jb != NULL && !JB_ROOT_IS_OBJECT(jb))
 	{
 		reason = pstrdup("response body is not a JSON object");
@@ -560,20 +526,29 @@ kling_read_response(KlingRequestKind kind, long http_status,
 }
 
 /*
- * A request that got no complete response.  One that never left this
- * machine (the name did not resolve, the connection or TLS failed) is not
- * the task's fault: the queue holds, as for a refused key, and nothing
- * fails.  A poll that was sent is retried.  A create that was sent may
- * have been created (and billed) by the provider, so it fails as unknown
- * rather than risk paying twice.
+ * A request that got no complete response.  One that could not even start
+ * here (no libcurl handle, no memory) fails a create now, with the reason:
+ * it was never sent, so kling_retry() may send it again; a poll is retried.
+ * One that never left this machine (the name did not resolve, the
+ * connection or TLS failed) is not the task's fault: the queue holds, as
+ * for a refused key, and nothing fails.  A poll that was sent is retried.
+ * A create that was sent may have been created (and billed) by the
+ * provider, so it fails as unknown rather than risk paying twice.
  */
 void
-kling_read_transport_failure(KlingRequestKind kind, bool request_sent,
+kling_read_transport_failure(KlingRequestKind kind, bool started, bool request_sent,
 							 const char *reason, KlingResponse *out)
 {
 	memset(out, 0, sizeof(*out));
 	out->retry_after_ms = -1;
 
+	if (!started)
+	{
+		out->outcome = kind == KLING_REQUEST_CREATE ? KLING_OUTCOME_FAILED : KLING_OUTCOME_RETRY;
+		out->counts_attempt = true;
+		out->message = psprintf("could not start the request: %s; it was never sent", reason);
+		return;
+	}
 	if (!request_sent)
 	{
 		out->outcome = KLING_OUTCOME_HOLD;

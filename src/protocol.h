@@ -11,9 +11,6 @@
 
 #include "utils/jsonb.h"
 
-/* Bodies larger than this are not read: the response counts as bad. */
-#define KLING_MAX_RESPONSE_BYTES (1024 * 1024)
-
 typedef enum KlingRequestKind
 {
 	KLING_REQUEST_CREATE,
@@ -49,12 +46,12 @@ extern char *kling_create_url(const char *base_url, int route);
 extern char *kling_poll_url(const char *base_url, int route,
 							const char *generation_id);
 extern char *kling_create_body(const char *prompt, Jsonb *opts);
+extern Jsonb *kling_parse_body(const char *body, size_t len);
 extern void kling_read_response(KlingRequestKind kind, long http_status,
-								const char *body, size_t len,
-								const char *retry_after,
-								KlingResponse *out);
+								Jsonb *jb, const char *unreadable,
+								const char *retry_after, KlingResponse *out);
 extern void kling_read_transport_failure(KlingRequestKind kind,
-										 bool request_sent,
+										 bool started, bool request_sent,
 										 const char *reason,
 										 KlingResponse *out);
 extern const char *kling_outcome_name(KlingOutcome outcome);

@@ -9,6 +9,7 @@
 
 #include <limits.h>
 
+#include "executor/spi.h"
 #include "miscadmin.h"
 #include "pgtime.h"
 #include "utils/guc.h"
@@ -31,6 +32,7 @@ int			kling_retention_s = 0;
 int			kling_delivery_timeout_ms = 5000;
 char	   *kling_time_zone = NULL;
 char	   *kling_proxy = NULL;
+char	   *kling_fault_injection = NULL;
 
 static const struct config_enum_entry kling_route_options[] = {
 	{"generation", KLING_ROUTE_GENERATION, false},
@@ -252,5 +254,67 @@ kling_define_settings(void)
 							   GUC_SUPERUSER_ONLY,
 							   NULL, NULL, NULL);
 
+	DefineCustomStringVariable("kling.fault_injection",
+							   "For tests only: comma-separated points where the worker or the delivery process fails on purpose.",
+							   "request_start: a request cannot start; round_end: a worker round fails before it commits; delivery_end: a delivery batch fails before it commits.",
+							   &kling_fault_injection,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
+							   NULL, NULL, NULL);
+
 	MarkGUCPrefixReserved("kling");
+}
+
+/*
+ * Whether the fault at this point is injected (kling.fault_injection lists
+ * it).  Only the server's configuration can set it, never a session.
+ */
+bool
+kling_fault(const char *point)
+{
+	const char *p = kling_fault_injection;
+	size_t		len = strlen(point);
+
+	while (p != NULL && (p = strstr(p, point)) != NULL)
+	{
+		bool		starts = (p == kling_fault_injection || p[-1] == ',' || p[-1] == ' ');
+		bool		ends = (p[len] == '\0' || p[len] == ',' || p[len] == ' ');
+
+		if (starts && ends)
+			return true;
+		p += len;
+	}
+	return false;
+}
+
+/*
+ * Why a kling.* setting in the configuration files could not be applied,
+ * as a hold reason in the given context, or NULL if all could.  The server
+ * logs such a value once and keeps the old one (or the default); this
+ * makes the worker hold instead of sending with it.
+ */
+char *
+kling_settings_file_error(MemoryContext context)
+{
+	char	   *error = NULL;
+
+	if (SPI_execute("SELECT name, sourcefile, sourceline, error"
+					" FROM pg_catalog.pg_show_all_file_settings()"
+					" WHERE name OPERATOR(pg_catalog.~~) 'kling.%' AND error IS NOT NULL"
+					" ORDER BY seqno DESC LIMIT 1", true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "could not read pg_file_settings");
+	if (SPI_processed > 0)
+	{
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		HeapTuple	tuple = SPI_tuptable->vals[0];
+
+		error = MemoryContextStrdup(context,
+									psprintf("%s is not valid: %s line %s (%s); nothing is sent until it is fixed and the configuration reloaded",
+											 SPI_getvalue(tuple, desc, 1),
+											 SPI_getvalue(tuple, desc, 2),
+											 SPI_getvalue(tuple, desc, 3),
+											 SPI_getvalue(tuple, desc, 4)));
+	}
+	return error;
 }

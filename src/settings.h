@@ -31,10 +31,13 @@ extern int	kling_retention_s;
 extern int	kling_delivery_timeout_ms;
 extern char *kling_time_zone;
 extern char *kling_proxy;
+extern char *kling_fault_injection;
 
 /* The key requests use: kling.api_key, else the server's AIMLAPI_API_KEY. */
 extern const char *kling_effective_api_key(void);
 
 extern void kling_define_settings(void);
+extern bool kling_fault(const char *point);
+extern char *kling_settings_file_error(MemoryContext context);
 
 #endif							/* KLING_SETTINGS_H */

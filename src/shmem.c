@@ -42,12 +42,16 @@ typedef struct KlingSharedState
 	Latch	   *delivery_latch; /* NULL while no delivery process runs */
 	int64		delivering;		/* the task whose delivery runs now, or 0;
 								 * left set by a process that died in it */
+	Latch	   *launcher_latch; /* NULL while no launcher runs */
+	pg_atomic_uint32 cancels;	/* bumped at each commit that cancels */
 } KlingSharedState;
 
 static KlingSharedState *kling_shared = NULL;
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 static bool wake_requested = false;
+static bool cancel_requested = false;
+static bool launcher_wake_requested = false;
 static bool final_announced = false;
 static bool xact_callback_registered = false;
 
@@ -55,6 +59,7 @@ static void kling_shmem_request(void);
 static void kling_shmem_startup(void);
 static void kling_shmem_detach_worker(int code, Datum arg);
 static void kling_shmem_detach_deliverer(int code, Datum arg);
+static void kling_shmem_detach_launcher(int code, Datum arg);
 static void kling_xact_callback(XactEvent event, void *arg);
 static void kling_watch_commit(void);
 
@@ -101,6 +106,8 @@ kling_shmem_startup(void)
 		memset(&kling_shared->stats, 0, sizeof(KlingWorkerStats));
 		kling_shared->delivery_latch = NULL;
 		kling_shared->delivering = 0;
+		kling_shared->launcher_latch = NULL;
+		pg_atomic_init_u32(&kling_shared->cancels, 0);
 	}
 	LWLockRelease(AddinShmemInitLock);
 }
@@ -261,6 +268,73 @@ kling_wake_worker_at_commit(void)
 }
 
 /*
+ * Ask for the worker to be woken when the current transaction commits,
+ * because it cancels tasks: the worker drops them from its poll schedule.
+ */
+void
+kling_note_cancel_at_commit(void)
+{
+	kling_wake_worker_at_commit();
+	cancel_requested = true;
+}
+
+/* How many transactions that cancel tasks have committed (it wraps). */
+uint32
+kling_cancels_committed(void)
+{
+	return pg_atomic_read_u32(&kling_shared->cancels);
+}
+
+/*
+ * Ask for the launcher and the worker to be woken when the current
+ * transaction commits, because it creates the extension: the database may
+ * be new to the launcher, and the worker may be waiting for the extension.
+ */
+void
+kling_wake_launcher_at_commit(void)
+{
+	kling_watch_commit();
+	launcher_wake_requested = true;
+}
+
+/* Publish the launcher's latch; withdrawn when it exits. */
+void
+kling_shmem_attach_launcher(void)
+{
+	SpinLockAcquire(&kling_shared->mutex);
+	kling_shared->launcher_latch = &MyProc->procLatch;
+	SpinLockRelease(&kling_shared->mutex);
+	on_shmem_exit(kling_shmem_detach_launcher, (Datum) 0);
+}
+
+/* Withdraw the launcher's latch at exit. */
+static void
+kling_shmem_detach_launcher(int code, Datum arg)
+{
+	SpinLockAcquire(&kling_shared->mutex);
+	if (kling_shared->launcher_latch == &MyProc->procLatch)
+		kling_shared->launcher_latch = NULL;
+	SpinLockRelease(&kling_shared->mutex);
+}
+
+/* Set the launcher's and the worker's latches, whatever the worker serves. */
+static void
+kling_wake_launcher(void)
+{
+	Latch	   *launcher;
+	Latch	   *worker;
+
+	SpinLockAcquire(&kling_shared->mutex);
+	launcher = kling_shared->launcher_latch;
+	worker = kling_shared->worker_latch;
+	SpinLockRelease(&kling_shared->mutex);
+	if (launcher != NULL)
+		SetLatch(launcher);
+	if (worker != NULL)
+		SetLatch(worker);
+}
+
+/*
  * Ask for kling_wait callers to be woken when the current transaction
  * commits, because it made tasks final.
  */
@@ -327,6 +401,8 @@ kling_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			wake_requested = false;
+			cancel_requested = false;
+			launcher_wake_requested = false;
 			final_announced = false;
 			return;
 		default:
@@ -336,6 +412,12 @@ kling_xact_callback(XactEvent event, void *arg)
 	if (final_announced)
 		ConditionVariableBroadcast(&kling_shared->task_final);
 	final_announced = false;
+	if (cancel_requested)
+		pg_atomic_fetch_add_u32(&kling_shared->cancels, 1);
+	cancel_requested = false;
+	if (launcher_wake_requested)
+		kling_wake_launcher();
+	launcher_wake_requested = false;
 
 	if (!wake_requested)
 		return;

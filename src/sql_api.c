@@ -2,7 +2,7 @@
  *
  * sql_api.c
  *		The SQL-callable functions: kling_submit, kling_status, kling_cancel,
- *		kling_wait, and the diagnostic kling_parse_response.
+ *		kling_wait.
  *
  * None of them does network I/O: they read and write kling_tasks in the
  * caller's transaction, and the worker is woken when that commits.
@@ -56,7 +56,6 @@ PG_FUNCTION_INFO_V1(kling_status);
 PG_FUNCTION_INFO_V1(kling_cancel);
 PG_FUNCTION_INFO_V1(kling_retry);
 PG_FUNCTION_INFO_V1(kling_wait);
-PG_FUNCTION_INFO_V1(kling_parse_response);
 
 static bool kling_status_is_final(const char *status);
 static int64 kling_task_id_arg(FunctionCallInfo fcinfo);
@@ -64,7 +63,6 @@ static void kling_note_enqueued(int64 id);
 static void kling_warn_if_not_served(void);
 static bool kling_enqueued_here(int64 id);
 static int64 kling_interval_ms(Interval *interval);
-static void kling_append_field(StringInfo buf, const char *key, const char *value);
 
 /* The task id argument of a function; a NULL id is an error, not a NULL row. */
 static int64
@@ -212,7 +210,7 @@ kling_cancel(PG_FUNCTION_ARGS)
 
 	if (changed)
 	{
-		kling_wake_worker_at_commit();
+		kling_note_cancel_at_commit();
 		kling_notify_final(id, "cancelled");
 	}
 	else
@@ -326,70 +324,4 @@ kling_wait(PG_FUNCTION_ARGS)
 		kling_sleep_until_final(Min(remaining_ms, KLING_WAIT_STEP_MS));
 		CHECK_FOR_INTERRUPTS();
 	}
-}
-
-/* Append "key": value (a JSON string, or null) to a JSON object. */
-static void
-kling_append_field(StringInfo buf, const char *key, const char *value)
-{
-	appendStringInfoString(buf, buf->len > 1 ? ", " : "");
-	escape_json(buf, key);
-	appendStringInfoString(buf, ": ");
-	if (value != NULL)
-		escape_json(buf, value);
-	else
-		appendStringInfoString(buf, "null");
-}
-
-/*
- * kling_parse_response(kind text, http_status integer, body text,
- *						retry_after text DEFAULT NULL) RETURNS jsonb
- *
- * What the worker makes of a provider response: for troubleshooting a
- * provider's answer, and for testing the protocol module directly.
- */
-Datum
-kling_parse_response(PG_FUNCTION_ARGS)
-{
-	char	   *kind;
-	KlingRequestKind request_kind;
-	text	   *body;
-	KlingResponse r;
-	StringInfoData buf;
-
-	if (PG_ARGISNULL(0) || PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("kind and http_status must not be null")));
-
-	kind = text_to_cstring(PG_GETARG_TEXT_PP(0));
-	if (strcmp(kind, "create") == 0)
-		request_kind = KLING_REQUEST_CREATE;
-	else if (strcmp(kind, "poll") == 0)
-		request_kind = KLING_REQUEST_POLL;
-	else
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid response kind \"%s\"", kind),
-				 errhint("Use \"create\" or \"poll\".")));
-
-	body = PG_ARGISNULL(2) ? NULL : PG_GETARG_TEXT_PP(2);
-	kling_read_response(request_kind, PG_GETARG_INT32(1),
-						body ? VARDATA_ANY(body) : NULL,
-						body ? VARSIZE_ANY_EXHDR(body) : 0,
-						PG_ARGISNULL(3) ? NULL : text_to_cstring(PG_GETARG_TEXT_PP(3)),
-						&r);
-
-	initStringInfo(&buf);
-	appendStringInfoChar(&buf, '{');
-	kling_append_field(&buf, "outcome", kling_outcome_name(r.outcome));
-	kling_append_field(&buf, "state", r.state);
-	kling_append_field(&buf, "provider_status", r.provider_status);
-	kling_append_field(&buf, "generation_id", r.generation_id);
-	kling_append_field(&buf, "video_url", r.video_url);
-	kling_append_field(&buf, "message", r.message);
-	appendStringInfo(&buf, ", \"counts_attempt\": %s, \"retry_after_ms\": %d}",
-					 r.counts_attempt ? "true" : "false", r.retry_after_ms);
-
-	PG_RETURN_DATUM(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }

@@ -2,15 +2,27 @@
  *
  * store.h
  *		The task store: every read and write of kling_tasks, all through
- *		SPI with parameters and kept plans.
+ *		SPI with parameters and kept plans (plan_cache.c).  Its files, by
+ *		what they hold: task_access.c (the SQL functions'), spend_limits.c,
+ *		task_claims.c and task_results.c (the worker's), delivery_queue.c,
+ *		task_history.c.
  *
  *-------------------------------------------------------------------------
  */
 #ifndef KLING_STORE_H
 #define KLING_STORE_H
 
+#include "datatype/timestamp.h"
 #include "nodes/pg_list.h"
 #include "utils/jsonb.h"
+
+/* Ids of tasks: those a store call made final, to deliver and announce. */
+typedef struct KlingIds
+{
+	int			n;
+	int			cap;
+	int64	   *ids;
+} KlingIds;
 
 /* Which state a result may still be written over. */
 typedef enum KlingExpect
@@ -18,6 +30,15 @@ typedef enum KlingExpect
 	KLING_EXPECT_SUBMITTING,	/* a create's result */
 	KLING_EXPECT_AT_PROVIDER	/* a poll's result: queued or generating */
 } KlingExpect;
+
+/* What became of a result written by kling_store_apply_all. */
+typedef enum KlingWritten
+{
+	KLING_NOT_WRITTEN,			/* the task left the expected state, or is gone */
+	KLING_WRITTEN,
+	KLING_HELD					/* a user's open transaction holds the task:
+								 * write it in a later round */
+} KlingWritten;
 
 /* One change to a task, as the worker decided it from a response. */
 typedef struct KlingTaskUpdate
@@ -31,21 +52,31 @@ typedef struct KlingTaskUpdate
 	const char *error;			/* NULL clears it */
 	int			attempts;
 	int			next_attempt_ms;	/* from now */
-	bool		held;			/* set by apply: a user's transaction holds
-								 * the task; write it in a later round */
+	KlingWritten written;		/* set by kling_store_apply_all */
 } KlingTaskUpdate;
 
-/* A task the worker has claimed to send or poll. */
+/* A pending task the worker has claimed to send. */
 typedef struct KlingClaim
 {
 	int64		id;
-	char	   *prompt;			/* creates only */
+	char	   *prompt;
 	Jsonb	   *opts;
-	char	   *generation_id;	/* polls only */
 	int			attempts;
-	char	   *body;			/* creates: the request body, built by the
-								 * worker before the claim commits */
+	char	   *body;			/* the request body, built by the worker
+								 * before the claim commits */
 } KlingClaim;
+
+/* A task at the provider, as the table has it, to poll. */
+typedef struct KlingAtProvider
+{
+	int64		id;
+	bool		generating;		/* else queued */
+	char	   *generation_id;
+	int			attempts;
+	TimestampTz next_attempt_at;
+	char	   *model;			/* from opts, or NULL */
+	char	   *duration;
+} KlingAtProvider;
 
 /* Where a task made by the trigger writes its video URL back. */
 typedef struct KlingTarget
@@ -93,26 +124,31 @@ extern Datum kling_store_fetch(int64 id, char **status);
 extern bool kling_store_cancel(int64 id, char **status);
 extern void kling_store_retry(int64 id);
 
-/* Called by the worker, in one transaction per round. */
+/* Called by the worker and the delivery process, one transaction a round. */
 extern bool kling_store_begin_round(void);
 extern void kling_store_end_round(void);
-extern int	kling_store_recover(Datum only, Datum *held);
-extern int	kling_store_expire(int task_timeout_ms);
-extern void kling_store_apply_all(KlingTaskUpdate *updates, int n);
-extern int	kling_store_count_in_flight(void);
-extern List *kling_store_claim_creates(int limit);
-extern List *kling_store_claim_polls(int limit, Datum polling);
-extern bool kling_store_next_due(bool include_pending, Datum polling, TimestampTz *due);
-extern bool kling_store_pending_exists(void);
+extern Oid	kling_store_extension(void);
+extern void kling_ids_add(KlingIds *ids, int64 id);
 extern Datum kling_store_id_array(const int64 *ids, int n);
-extern List *kling_store_finalized(void);
-extern List *kling_store_mark_deliveries(List *ids);
 
-/* Called by the delivery process, in one transaction per batch. */
+/* task_claims.c */
+extern List *kling_store_claim_creates(int limit);
+extern List *kling_store_at_provider(void);
+extern int	kling_store_count_in_flight(void);
+extern bool kling_store_next_send(TimestampTz *due);
+
+/* task_results.c: each adds the tasks it made final to *made_final. */
+extern void kling_store_apply_all(KlingTaskUpdate *updates, int n, KlingIds *made_final);
+extern int	kling_store_recover(Datum only, Datum *held, KlingIds *made_final);
+extern void kling_store_expire(int task_timeout_ms, KlingIds *made_final);
+
+/* delivery_queue.c */
+extern List *kling_store_mark_deliveries(const KlingIds *final);
 extern List *kling_store_claim_deliveries(int limit);
 extern void kling_store_finish_delivery(int64 id, const char *error);
+
+/* task_history.c */
 extern int	kling_store_delete_expired(int retention_s, int limit);
 extern List *kling_store_generation_times(MemoryContext context);
-extern char *kling_store_config_error(MemoryContext context);
 
 #endif							/* KLING_STORE_H */

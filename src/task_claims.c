@@ -1,0 +1,143 @@
+/*-------------------------------------------------------------------------
+ *
+ * task_claims.c
+ *		What the worker takes from kling_tasks: pending tasks to send (marked
+ *		'submitting' before they go), the tasks at the provider to poll, and
+ *		how many count against kling.max_in_flight.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "utils/builtins.h"
+#include "utils/jsonb.h"
+#include "utils/timestamp.h"
+
+#include "plan_cache.h"
+#include "store.h"
+
+typedef enum KlingClaimPlanId
+{
+	KLING_PLAN_CLAIM_CREATES,
+	KLING_PLAN_AT_PROVIDER,
+	KLING_PLAN_COUNT_IN_FLIGHT,
+	KLING_PLAN_NEXT_SEND,
+	KLING_NUM_CLAIM_PLANS
+} KlingClaimPlanId;
+
+static KlingPlan kling_claim_plans[KLING_NUM_CLAIM_PLANS] = {
+	[KLING_PLAN_CLAIM_CREATES] = {
+		"UPDATE %1$s t SET status = 'submitting', updated_at = now()"
+		" FROM (SELECT id FROM %1$s WHERE status = 'pending' AND next_attempt_at <= now()"
+		"       ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c"
+		" WHERE t.id = c.id RETURNING t.id, t.prompt, t.opts, t.attempts",
+		1, {INT4OID}
+	},
+	[KLING_PLAN_AT_PROVIDER] = {
+		"SELECT id, status, generation_id, attempts, next_attempt_at,"
+		" opts ->> 'model', opts ->> 'duration'"
+		" FROM %1$s WHERE status IN ('queued', 'generating')",
+		0, {0}
+	},
+	[KLING_PLAN_COUNT_IN_FLIGHT] = {
+		"SELECT ((SELECT count(*) FROM %1$s WHERE status IN ('queued', 'generating'))"
+		" + (SELECT count(*) FROM %1$s WHERE status = 'submitting'))::int4",
+		0, {0}
+	},
+	[KLING_PLAN_NEXT_SEND] = {
+		"SELECT next_attempt_at FROM %1$s WHERE status = 'pending'"
+		" ORDER BY next_attempt_at LIMIT 1",
+		0, {0}
+	},
+};
+
+/*
+ * Claim up to limit pending tasks to send, oldest first, marking them
+ * 'submitting'; copied into the round's context.  The mark commits before
+ * any request goes out.
+ */
+List *
+kling_store_claim_creates(int limit)
+{
+	Datum		values[1] = {Int32GetDatum(limit)};
+	MemoryContext spi;
+	List	   *claims = NIL;
+
+	kling_execute(&kling_claim_plans[KLING_PLAN_CLAIM_CREATES], values, NULL, 0);
+	spi = MemoryContextSwitchTo(kling_round_context);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		KlingClaim *claim = palloc0(sizeof(KlingClaim));
+		bool		isnull;
+
+		claim->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		claim->prompt = TextDatumGetCString(SPI_getbinval(tuple, desc, 2, &isnull));
+		claim->opts = DatumGetJsonbPCopy(SPI_getbinval(tuple, desc, 3, &isnull));
+		claim->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
+		claims = lappend(claims, claim);
+	}
+	MemoryContextSwitchTo(spi);
+	return claims;
+}
+
+/*
+ * Every task at the provider, to build the worker's poll schedule from: at
+ * start, and now and then to learn of tasks cancelled or deleted meanwhile.
+ * Reads only: the schedule lives in the worker's memory, and a poll that
+ * finds nothing new writes nothing.
+ */
+List *
+kling_store_at_provider(void)
+{
+	MemoryContext spi;
+	List	   *tasks = NIL;
+
+	kling_execute(&kling_claim_plans[KLING_PLAN_AT_PROVIDER], NULL, NULL, 0);
+	spi = MemoryContextSwitchTo(kling_round_context);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		KlingAtProvider *t = palloc0(sizeof(KlingAtProvider));
+		bool		isnull;
+
+		t->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+		t->generating = strcmp(SPI_getvalue(tuple, desc, 2), "generating") == 0;
+		t->generation_id = SPI_getvalue(tuple, desc, 3);
+		t->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
+		t->next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull));
+		t->model = SPI_getvalue(tuple, desc, 6);
+		t->duration = SPI_getvalue(tuple, desc, 7);
+		tasks = lappend(tasks, t);
+	}
+	MemoryContextSwitchTo(spi);
+	return tasks;
+}
+
+/* Tasks that count against kling.max_in_flight. */
+int
+kling_store_count_in_flight(void)
+{
+	bool		isnull;
+
+	kling_execute(&kling_claim_plans[KLING_PLAN_COUNT_IN_FLIGHT], NULL, NULL, 1);
+	return DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,
+									   1, &isnull));
+}
+
+/* When the next pending task is due to be sent; false if none waits. */
+bool
+kling_store_next_send(TimestampTz *due)
+{
+	bool		isnull = true;
+
+	kling_execute(&kling_claim_plans[KLING_PLAN_NEXT_SEND], NULL, NULL, 1);
+	if (SPI_processed > 0)
+		*due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
+												 SPI_tuptable->tupdesc, 1, &isnull));
+	return !isnull;
+}
