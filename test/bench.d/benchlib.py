@@ -17,12 +17,25 @@
                                           ratio p95_B p95_A ratio_vs_ideal
                                           not_done" (ratio: polls per video
                                           of B over A)
-  benchlib.py plans STORE_C NAME...       the worker's SQL as store.c has it:
-                                          one "NAME<TAB>types<TAB>sql" line
-                                          per plan found (types "-": none)
+  benchlib.py lag CLIENT ARRIVALS         delay from a client's commit to
+                                          the creates it caused arriving at
+                                          the mock: CLIENT has "KEY EXPECTED
+                                          STAMP" lines, the creates' tokens
+                                          are KEY or KEY-<anything>; prints
+                                          per KEY "KEY n missing min p50 p99
+                                          max", then "ALL n missing min p50
+                                          p99 max", in milliseconds ("nan"
+                                          if none)
+  benchlib.py plans SRC_DIR NAME...       the worker's SQL as the *.c files of
+                                          SRC_DIR have it: one "NAME<TAB>types
+                                          <TAB>sql" line per plan found (types
+                                          "-": none); a note on stderr for
+                                          each plan not found
 """
 
+import glob
 import json
+import os
 import math
 import re
 import statistics
@@ -73,6 +86,44 @@ def cmd_wake(args):
     print("%.3f %.3f %d %d %.3f %.3f %.3f %.3f" % (
         statistics.median(lat), percentile(lat, 95), len(lat), missing, min(lat), max(lat),
         statistics.median(upper), percentile(upper, 95)))
+
+
+def cmd_lag(args):
+    client_path, arrivals_path = args[0], args[1]
+    stamps = {}
+    order = []
+    with open(client_path) as f:
+        for line in f:
+            key, expected, t = line.split()
+            stamps[key] = (int(expected), float(t))
+            order.append(key)
+    arrivals = {}          # key -> [arrival of each create, first per token]
+    seen = set()
+    with open(arrivals_path) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) != 2 or parts[1] in seen:
+                continue
+            key = parts[1].split("-", 1)[0]
+            if key in stamps:
+                seen.add(parts[1])
+                arrivals.setdefault(key, []).append(float(parts[0]))
+
+    def summary(lat):
+        if not lat:
+            return "nan nan nan nan"
+        return "%.3f %.3f %.3f %.3f" % (min(lat), statistics.median(lat), percentile(lat, 99),
+                                        max(lat))
+    everything = []
+    missing_all = 0
+    for key in order:
+        expected, t = stamps[key]
+        lat = [(a - t) * 1000.0 for a in arrivals.get(key, [])]
+        missing = max(0, expected - len(lat))
+        everything += lat
+        missing_all += missing
+        print("%s %d %d %s" % (key, len(lat), missing, summary(lat)))
+    print("ALL %d %d %s" % (len(everything), missing_all, summary(everything)))
 
 
 def polling_rows(tasks, rows_path, scale, example):
@@ -144,25 +195,35 @@ OID_TYPES = {"INT4OID": "int4", "INT8OID": "int8", "TEXTOID": "text",
 
 
 def cmd_plans(args):
-    src = open(args[0]).read()
+    # The plans may live in any file of the directory (store.c has been
+    # split); a plan that is gone (the polls CLAIM_POLLS and NEXT_POLL
+    # scheduled in memory instead) is noted and skipped, not an error.
+    sources = [open(p).read() for p in sorted(glob.glob(os.path.join(args[0], "*.c")))]
     for name in args[1:]:
-        m = re.search(r"\[KLING_PLAN_" + re.escape(name) + r"\]\s*=\s*\{(.*?)\n\s*\},", src, re.S)
+        pattern = r"\[KLING_PLAN_" + re.escape(name) + r"\]\s*=\s*\{(.*?)\n\s*\},"
+        m = next((m for m in (re.search(pattern, src, re.S) for src in sources) if m), None)
         if m is None:
+            print("  (plan %s: not found in %s/*.c, skipped)"
+                  % (name, os.path.basename(args[0].rstrip("/"))),
+                  file=sys.stderr)
             continue
         body = m.group(1)
         strings = re.findall(r'"((?:[^"\\]|\\.)*)"', body)
         tail = re.search(r",\s*(\d+)\s*,\s*\{([^}]*)\}\s*$", body)
         if not strings or tail is None:
+            print("  (plan %s: its definition could not be read, skipped)" % name, file=sys.stderr)
             continue
         sql = "".join(strings).replace('\\"', '"').replace("\\\\", "\\")
         sql = sql.replace("%1$s", "kling_tasks").replace("%%", "%")
         nargs = int(tail.group(1))
         types = [OID_TYPES.get(t.strip(), "unknown") for t in tail.group(2).split(",")][:nargs]
         if "unknown" in types:
+            print("  (plan %s: an argument type the bench does not know, skipped)" % name,
+                  file=sys.stderr)
             continue
         print("%s\t%s\t%s" % (name, ",".join(types) or "-", " ".join(sql.split())))
 
 
 if __name__ == "__main__":
-    {"median": cmd_median, "wake": cmd_wake, "polling": cmd_polling,
+    {"median": cmd_median, "wake": cmd_wake, "lag": cmd_lag, "polling": cmd_polling,
      "plans": cmd_plans}[sys.argv[1]](sys.argv[2:])
