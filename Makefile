@@ -36,7 +36,7 @@ OBJS = \
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
-REGRESS = install upgrade validation normalize lifecycle protocol security grants reporting
+REGRESS = install upgrade validation normalize lifecycle protocol policy security grants reporting
 REGRESS_OPTS = \
 	--temp-instance=build/regress/tmp_check \
 	--outputdir=build/regress \

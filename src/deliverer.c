@@ -32,6 +32,7 @@
 #include "deliverer.h"
 #include "delivery.h"
 #include "sandbox.h"
+#include "settings.h"
 #include "shmem.h"
 #include "store.h"
 
@@ -119,6 +120,9 @@ kling_deliver_batch(void)
 			kling_deliver(d);
 			kling_shmem_set_delivering(0);
 		}
+		if (deliveries != NIL && kling_fault("delivery_end"))
+			ereport(ERROR,
+					(errmsg("kling: injected fault at delivery_end (kling.fault_injection)")));
 		kling_store_end_round();
 		n = list_length(deliveries);
 	}

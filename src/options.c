@@ -369,14 +369,101 @@ kling_json_depth(const JsonbValue *v, int limit)
 	return deepest;
 }
 
+/* A choice option: one of its allowed strings. */
+static char *
+kling_normalize_choice(const KlingOption *opt, const JsonbValue *v)
+{
+	char	   *s;
+
+	if (v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" must be a string", opt->name),
+				 errdetail("Got a JSON %s.", kling_json_type_name(v)),
+				 errhint("Allowed values are: %s.", kling_choice_list(opt->choices))));
+	s = pnstrdup(v->val.string.val, v->val.string.len);
+	for (int i = 0; opt->choices[i] != NULL; i++)
+		if (strcmp(opt->choices[i], s) == 0)
+			return kling_json_value_text(v);
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid value for option \"%s\": \"%s\"", opt->name, s),
+			 errhint("Allowed values are: %s.", kling_choice_list(opt->choices))));
+	pg_unreachable();
+}
+
+/* A text option: a string no longer than a prompt. */
+static char *
+kling_normalize_text(const KlingOption *opt, const JsonbValue *v)
+{
+	int			nchars;
+
+	if (v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" must be a string", opt->name),
+				 errdetail("Got a JSON %s.", kling_json_type_name(v))));
+	nchars = pg_mbstrlen_with_len(v->val.string.val, v->val.string.len);
+	if (nchars > KLING_MAX_PROMPT_CHARS)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" is too long", opt->name),
+				 errdetail("It has %d characters; the limit is %d.",
+						   nchars, KLING_MAX_PROMPT_CHARS)));
+	return kling_json_value_text(v);
+}
+
+/* The duration: 5 or 10, as a number or a string. */
+static char *
+kling_normalize_duration(const KlingOption *opt, const JsonbValue *v)
+{
+	if (v->type == jbvString)
+	{
+		char	   *s = pnstrdup(v->val.string.val, v->val.string.len);
+
+		if (strcmp(s, "5") == 0 || strcmp(s, "10") == 0)
+			return s;
+	}
+	else if (v->type == jbvNumeric)
+	{
+		if (kling_numeric_cmp(v, 5) == 0)
+			return pstrdup("5");
+		if (kling_numeric_cmp(v, 10) == 0)
+			return pstrdup("10");
+	}
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid value for option \"%s\": %s",
+					opt->name, kling_json_value_text(v)),
+			 errhint("Allowed values are 5 and 10 (seconds).")));
+	pg_unreachable();
+}
+
+/* A number from 0 to 1. */
+static char *
+kling_normalize_unit_number(const KlingOption *opt, const JsonbValue *v)
+{
+	if (v->type != jbvNumeric)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" must be a number", opt->name),
+				 errdetail("Got a JSON %s.", kling_json_type_name(v)),
+				 errhint("Use a number from 0 to 1.")));
+	if (kling_numeric_cmp(v, 0) < 0 || kling_numeric_cmp(v, 1) > 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" is out of range: %s",
+						opt->name, kling_json_value_text(v)),
+				 errhint("Use a number from 0 to 1.")));
+	return kling_json_value_text(v);
+}
+
 /*
  * Check one option's value and return it as normalized JSON text.
  */
 static char *
 kling_normalize_value(const KlingOption *opt, const JsonbValue *v)
 {
-	char	   *s;
-
 	if (v->type == jbvNull)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -386,77 +473,13 @@ kling_normalize_value(const KlingOption *opt, const JsonbValue *v)
 	switch (opt->kind)
 	{
 		case KLING_OPT_CHOICE:
-			if (v->type != jbvString)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("option \"%s\" must be a string", opt->name),
-						 errdetail("Got a JSON %s.", kling_json_type_name(v)),
-						 errhint("Allowed values are: %s.", kling_choice_list(opt->choices))));
-			s = pnstrdup(v->val.string.val, v->val.string.len);
-			for (int i = 0; opt->choices[i] != NULL; i++)
-				if (strcmp(opt->choices[i], s) == 0)
-					return kling_json_value_text(v);
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid value for option \"%s\": \"%s\"", opt->name, s),
-					 errhint("Allowed values are: %s.", kling_choice_list(opt->choices))));
-			break;
-
+			return kling_normalize_choice(opt, v);
 		case KLING_OPT_TEXT:
-			if (v->type != jbvString)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("option \"%s\" must be a string", opt->name),
-						 errdetail("Got a JSON %s.", kling_json_type_name(v))));
-			{
-				int			nchars = pg_mbstrlen_with_len(v->val.string.val,
-														  v->val.string.len);
-
-				if (nchars > KLING_MAX_PROMPT_CHARS)
-					ereport(ERROR,
-							(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-							 errmsg("option \"%s\" is too long", opt->name),
-							 errdetail("It has %d characters; the limit is %d.",
-									   nchars, KLING_MAX_PROMPT_CHARS)));
-			}
-			return kling_json_value_text(v);
-
+			return kling_normalize_text(opt, v);
 		case KLING_OPT_DURATION:
-			if (v->type == jbvString)
-			{
-				s = pnstrdup(v->val.string.val, v->val.string.len);
-				if (strcmp(s, "5") == 0 || strcmp(s, "10") == 0)
-					return s;
-			}
-			else if (v->type == jbvNumeric)
-			{
-				if (kling_numeric_cmp(v, 5) == 0)
-					return pstrdup("5");
-				if (kling_numeric_cmp(v, 10) == 0)
-					return pstrdup("10");
-			}
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid value for option \"%s\": %s",
-							opt->name, kling_json_value_text(v)),
-					 errhint("Allowed values are 5 and 10 (seconds).")));
-			break;
-
+			return kling_normalize_duration(opt, v);
 		case KLING_OPT_UNIT_NUMBER:
-			if (v->type != jbvNumeric)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("option \"%s\" must be a number", opt->name),
-						 errdetail("Got a JSON %s.", kling_json_type_name(v)),
-						 errhint("Use a number from 0 to 1.")));
-			if (kling_numeric_cmp(v, 0) < 0 || kling_numeric_cmp(v, 1) > 0)
-				ereport(ERROR,
-						(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-						 errmsg("option \"%s\" is out of range: %s",
-								opt->name, kling_json_value_text(v)),
-						 errhint("Use a number from 0 to 1.")));
-			return kling_json_value_text(v);
-
+			return kling_normalize_unit_number(opt, v);
 		case KLING_OPT_ANY:
 			if (kling_json_depth(v, KLING_MAX_CONTEXT_DEPTH) > KLING_MAX_CONTEXT_DEPTH)
 				ereport(ERROR,
@@ -465,7 +488,6 @@ kling_normalize_value(const KlingOption *opt, const JsonbValue *v)
 						 errdetail("The limit is %d levels of arrays and objects.",
 								   KLING_MAX_CONTEXT_DEPTH)));
 			return kling_json_value_text(v);
-
 		case KLING_OPT_CALLBACK:
 			return kling_normalize_callback(opt, v);
 	}

@@ -85,29 +85,75 @@ kling_trigger_context(void *arg)
 			   RelationGetRelationName(trigdata->tg_relation));
 }
 
+/* The trigger's arguments, read and checked against its table. */
+typedef struct KlingTriggerArgs
+{
+	int			prompt_col;
+	int			id_col;
+	Jsonb	   *opts;			/* fixed options merged with the row's, or NULL */
+	bool		skip_missing;
+} KlingTriggerArgs;
+
+/* Read the trigger's arguments for this row. */
+static void
+kling_trigger_args(Relation rel, HeapTuple tuple, char **args, int nargs,
+				   KlingTriggerArgs *out)
+{
+	static const Oid text_types[] = {TEXTOID, VARCHAROID, InvalidOid};
+	static const Oid id_types[] = {INT8OID, InvalidOid};
+	static const Oid jsonb_types[] = {JSONBOID, InvalidOid};
+
+	if (nargs < 3 || nargs > 6)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("kling_on_insert() takes 3 to 6 arguments, got %d", nargs),
+				 errhint(KLING_TRIGGER_USAGE)));
+
+	memset(out, 0, sizeof(*out));
+	out->prompt_col = kling_column(rel, args[0], text_types, "text or varchar");
+	out->id_col = kling_column(rel, args[1], id_types, "bigint");
+	(void) kling_column(rel, args[2], text_types, "text or varchar");
+
+	if (nargs > 3 && args[3][0] != '\0')
+		out->opts = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(args[3])));
+	if (nargs > 4 && args[4][0] != '\0')
+	{
+		int			opts_col = kling_column(rel, args[4], jsonb_types, "jsonb");
+		bool		isnull;
+		Datum		value = heap_getattr(tuple, opts_col, RelationGetDescr(rel), &isnull);
+
+		if (!isnull)
+			out->opts = out->opts == NULL
+				? DatumGetJsonbP(value)
+				: DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
+													 JsonbPGetDatum(out->opts), value));
+	}
+	if (nargs > 5)
+	{
+		if (strcmp(args[5], "skip") == 0)
+			out->skip_missing = true;
+		else if (strcmp(args[5], "error") != 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("invalid value for on_missing_prompt: \"%s\"", args[5]),
+					 errhint("Use \"error\" or \"skip\".")));
+	}
+}
+
 /*
  * kling_on_insert() RETURNS trigger
  */
 Datum
 kling_on_insert(PG_FUNCTION_ARGS)
 {
-	static const Oid text_types[] = {TEXTOID, VARCHAROID, InvalidOid};
-	static const Oid id_types[] = {INT8OID, InvalidOid};
-	static const Oid jsonb_types[] = {JSONBOID, InvalidOid};
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	ErrorContextCallback errcallback;
 	Relation	rel;
 	HeapTuple	tuple;
-	char	  **args;
-	int			nargs;
-	int			prompt_col;
-	int			id_col;
-	int			url_col;
-	bool		skip_missing = false;
+	KlingTriggerArgs a;
 	Datum		value;
 	bool		isnull;
 	text	   *prompt;
-	Jsonb	   *opts = NULL;
 	KlingTarget target;
 	Datum		id;
 	bool		id_null = false;
@@ -130,57 +176,23 @@ kling_on_insert(PG_FUNCTION_ARGS)
 
 	rel = trigdata->tg_relation;
 	tuple = trigdata->tg_trigtuple;
-	args = trigdata->tg_trigger->tgargs;
-	nargs = trigdata->tg_trigger->tgnargs;
-	if (nargs < 3 || nargs > 6)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("kling_on_insert() takes 3 to 6 arguments, got %d", nargs),
-				 errhint(KLING_TRIGGER_USAGE)));
+	kling_trigger_args(rel, tuple, trigdata->tg_trigger->tgargs,
+					   trigdata->tg_trigger->tgnargs, &a);
 
-	prompt_col = kling_column(rel, args[0], text_types, "text or varchar");
-	id_col = kling_column(rel, args[1], id_types, "bigint");
-	url_col = kling_column(rel, args[2], text_types, "text or varchar");
-	(void) url_col;
-
-	if (nargs > 3 && args[3][0] != '\0')
-		opts = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(args[3])));
-	if (nargs > 4 && args[4][0] != '\0')
-	{
-		int			opts_col = kling_column(rel, args[4], jsonb_types, "jsonb");
-
-		value = heap_getattr(tuple, opts_col, RelationGetDescr(rel), &isnull);
-		if (!isnull)
-			opts = opts == NULL
-				? DatumGetJsonbP(value)
-				: DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
-													 JsonbPGetDatum(opts), value));
-	}
-	if (nargs > 5)
-	{
-		if (strcmp(args[5], "skip") == 0)
-			skip_missing = true;
-		else if (strcmp(args[5], "error") != 0)
-			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-					 errmsg("invalid value for on_missing_prompt: \"%s\"", args[5]),
-					 errhint("Use \"error\" or \"skip\".")));
-	}
-
-	value = heap_getattr(tuple, prompt_col, RelationGetDescr(rel), &isnull);
+	value = heap_getattr(tuple, a.prompt_col, RelationGetDescr(rel), &isnull);
 	prompt = isnull ? NULL : DatumGetTextPP(value);
-	if (skip_missing && (prompt == NULL || kling_prompt_is_blank(prompt)))
+	if (a.skip_missing && (prompt == NULL || kling_prompt_is_blank(prompt)))
 	{
 		error_context_stack = errcallback.previous;
 		return PointerGetDatum(tuple);
 	}
 
 	target.table = RelationGetRelid(rel);
-	target.id_column = args[1];
-	target.url_column = args[2];
-	id = Int64GetDatum(kling_enqueue(prompt, opts, &target));
+	target.id_column = trigdata->tg_trigger->tgargs[1];
+	target.url_column = trigdata->tg_trigger->tgargs[2];
+	id = Int64GetDatum(kling_enqueue(prompt, a.opts, &target));
 
 	error_context_stack = errcallback.previous;
 	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, RelationGetDescr(rel),
-													 1, &id_col, &id, &id_null));
+													 1, &a.id_col, &id, &id_null));
 }

@@ -170,6 +170,7 @@ static void kling_look_ahead(KlingRound *round);
 static void kling_after_round(KlingRound *round);
 static void kling_apply_effects(KlingRound *round);
 static void kling_follow_schedule(KlingRound *round);
+static bool kling_must_carry(KlingRound *round, KlingResult *r);
 static void kling_carry_creates(KlingRound *round);
 static void kling_send(KlingRound *round);
 static void kling_plan_next_round(KlingRound *round);
@@ -874,6 +875,14 @@ kling_follow_schedule(KlingRound *round)
 	}
 }
 
+/* Whether a result is a create's that must be carried to the next round. */
+static bool
+kling_must_carry(KlingRound *round, KlingResult *r)
+{
+	return r->sent->kind == KLING_REQUEST_CREATE && W.extension_present &&
+		(!round->committed || r->decision.update.written == KLING_HELD);
+}
+
 /*
  * Carry to the next round the results of creates that could not be written
  * (a user's open transaction holds the task, or the round failed): a
@@ -882,9 +891,7 @@ kling_follow_schedule(KlingRound *round)
 static void
 kling_carry_creates(KlingRound *round)
 {
-	MemoryContext context = AllocSetContextCreate(TopMemoryContext, "kling carried results",
-												  ALLOCSET_SMALL_SIZES);
-	MemoryContext old = MemoryContextSwitchTo(context);
+	MemoryContext context = NULL;
 	List	   *carried = NIL;
 
 	for (int i = 0; i < round->n; i++)
@@ -892,11 +899,14 @@ kling_carry_creates(KlingRound *round)
 		KlingResult *r = &round->results[i];
 		KlingTaskUpdate *u;
 		KlingResult *copy;
+		MemoryContext old;
 
-		if (r->sent->kind != KLING_REQUEST_CREATE || !W.extension_present ||
-			(round->committed && r->decision.update.written != KLING_HELD) ||
-			!r->decision.write)
+		if (!kling_must_carry(round, r))
 			continue;
+		if (context == NULL)
+			context = AllocSetContextCreate(TopMemoryContext, "kling carried results",
+											ALLOCSET_SMALL_SIZES);
+		old = MemoryContextSwitchTo(context);
 		copy = palloc(sizeof(KlingResult));
 		*copy = *r;
 		copy->request = NULL;
@@ -910,8 +920,8 @@ kling_carry_creates(KlingRound *round)
 		u->error = u->error ? pstrdup(u->error) : NULL;
 		memset(&copy->decision.effects, 0, sizeof(KlingEffects));
 		carried = lappend(carried, copy);
+		MemoryContextSwitchTo(old);
 	}
-	MemoryContextSwitchTo(old);
 
 	/* The old carried results were copied into the round: free them now. */
 	if (W.carried_context != NULL)
