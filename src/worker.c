@@ -268,6 +268,8 @@ kling_wait_timeout(void)
 	long		secs;
 	int			usecs;
 
+	if (kling_http_has_done())
+		return 0;				/* requests that could not start */
 	if (!W.extension_present)
 		return KLING_NO_EXTENSION_RECHECK_MS;
 	if (kling_holding())

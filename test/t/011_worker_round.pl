@@ -33,11 +33,14 @@ $node->start;
 ok(defined wait_worker($node, 30), 'the kling worker starts');
 $node->safe_psql($db, 'CREATE EXTENSION kling');
 
+# Inject faults at these points (or none: ''): a restart, so that the
+# worker surely runs with them when the next statement commits.
 sub fault
 {
 	my ($points) = @_;
 	$node->safe_psql($db, "ALTER SYSTEM SET kling.fault_injection = '$points'");
-	$node->reload;
+	$node->restart;
+	ok(defined wait_worker($node, 30), "the worker runs with faults '$points'");
 	return;
 }
 
@@ -62,7 +65,8 @@ ok(wait_log($node, qr/injected fault at round_end(?s:.*)injected fault at round_
 	'its first rounds fail');
 is($node->safe_psql($db, "SELECT status FROM kling_tasks WHERE id = $sent"),
 	'submitting', 'the recovery they made is rolled back');
-fault('');
+$node->safe_psql($db, "ALTER SYSTEM SET kling.fault_injection = ''");
+$node->reload;
 ok( wait_until(
 		$node, $db,
 		"SELECT status || ': ' || left(error, 15) FROM kling_tasks WHERE id = $sent",
@@ -88,11 +92,11 @@ ok(wait_status($node, $db, [$unstarted], 'completed', 30),
 mock_reset($url, { fixed_seconds => 30 });
 my $polled = $node->safe_psql($db, q{SELECT kling_submit('polled while rounds fail')});
 ok(wait_status($node, $db, [$polled], 'queued', 30), 'a task reaches the provider');
+$offset = -s $node->logfile;
+fault('round_end');
+ok(wait_log($node, qr/injected fault at round_end/, $offset, 30), 'rounds fail again');
 my ($failed_before, $retried_before) =
   split /\|/, worker_figure('requests_failed || $$|$$ || requests_retried');
-fault('round_end');
-$offset = -s $node->logfile;
-ok(wait_log($node, qr/injected fault at round_end/, $offset, 30), 'rounds fail again');
 mock_call($url, 'POST', '/__mock/faults', { route => 'poll', kind => '500', count => 1 });
 ok( wait_until(
 		$node, $db,
@@ -127,7 +131,7 @@ is( $node->safe_psql(
 		$db,
 		"SELECT (SELECT count(*) FROM callback_log) || ' ' || delivery_pending FROM kling_tasks WHERE id = $called"
 	),
-	'0 t',
+	'0 true',
 	'its effects are rolled back with it, the delivery still pending');
 fault('');
 ok(wait_final($node, $db, 30), 'the delivery is made again');
