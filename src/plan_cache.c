@@ -165,6 +165,16 @@ kling_execute(KlingPlan *plan, Datum *values, const char *nulls, long limit)
 	return rc;
 }
 
+/*
+ * Open a cursor on a kept plan, for results too large to hold at once;
+ * fetch with SPI_cursor_fetch, close with SPI_cursor_close.
+ */
+Portal
+kling_open_cursor(KlingPlan *plan, Datum *values, const char *nulls)
+{
+	return SPI_cursor_open(NULL, kling_prepared(plan), values, nulls, false);
+}
+
 /* A text column of a row of the last result, copied to the round context, or NULL. */
 char *
 kling_result_text(uint64 row, int column)

@@ -28,6 +28,7 @@ extern MemoryContext kling_round_context;
 extern bool kling_table_refresh(void);
 extern Oid	kling_table_owner(void);
 extern int	kling_execute(KlingPlan *plan, Datum *values, const char *nulls, long limit);
+extern Portal kling_open_cursor(KlingPlan *plan, Datum *values, const char *nulls);
 extern char *kling_result_text(uint64 row, int column);
 extern int64 kling_result_int8(uint64 row, int column);
 extern Datum kling_array(Datum *values, bool *nulls, int n, Oid type);

@@ -78,6 +78,8 @@ typedef struct KlingAtProvider
 	char	   *duration;
 } KlingAtProvider;
 
+typedef void (*KlingVisitTask) (const KlingAtProvider *task, void *arg);
+
 /* Where a task made by the trigger writes its video URL back. */
 typedef struct KlingTarget
 {
@@ -133,7 +135,7 @@ extern Datum kling_store_id_array(const int64 *ids, int n);
 
 /* task_claims.c */
 extern List *kling_store_claim_creates(int limit);
-extern List *kling_store_at_provider(void);
+extern void kling_store_visit_at_provider(KlingVisitTask visit, void *arg);
 extern int	kling_store_count_in_flight(void);
 extern bool kling_store_next_send(TimestampTz *due);
 

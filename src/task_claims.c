@@ -13,6 +13,7 @@
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
+#include "utils/memutils.h"
 #include "utils/timestamp.h"
 
 #include "plan_cache.h"
@@ -26,6 +27,9 @@ typedef enum KlingClaimPlanId
 	KLING_PLAN_NEXT_SEND,
 	KLING_NUM_CLAIM_PLANS
 } KlingClaimPlanId;
+
+/* Tasks at the provider read at once, to build the poll schedule. */
+#define KLING_AT_PROVIDER_BATCH 1000
 
 static KlingPlan kling_claim_plans[KLING_NUM_CLAIM_PLANS] = {
 	[KLING_PLAN_CLAIM_CREATES] = {
@@ -85,37 +89,49 @@ kling_store_claim_creates(int limit)
 }
 
 /*
- * Every task at the provider, to build the worker's poll schedule from: at
- * start, and now and then to learn of tasks cancelled or deleted meanwhile.
- * Reads only: the schedule lives in the worker's memory, and a poll that
- * finds nothing new writes nothing.
+ * Visit every task at the provider, to build the worker's poll schedule
+ * from: at start, and now and then to learn of tasks cancelled or deleted
+ * meanwhile.  A batch at a time, so that memory stays small however many
+ * there are.  Reads only: the schedule lives in the worker's memory, and a
+ * poll that finds nothing new writes nothing.
  */
-List *
-kling_store_at_provider(void)
+void
+kling_store_visit_at_provider(KlingVisitTask visit, void *arg)
 {
-	MemoryContext spi;
-	List	   *tasks = NIL;
+	MemoryContext batch = AllocSetContextCreate(CurrentMemoryContext, "kling tasks at provider",
+												ALLOCSET_DEFAULT_SIZES);
+	Portal		portal = kling_open_cursor(&kling_claim_plans[KLING_PLAN_AT_PROVIDER], NULL, NULL);
 
-	kling_execute(&kling_claim_plans[KLING_PLAN_AT_PROVIDER], NULL, NULL, 0);
-	spi = MemoryContextSwitchTo(kling_round_context);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	for (;;)
 	{
-		HeapTuple	tuple = SPI_tuptable->vals[i];
-		TupleDesc	desc = SPI_tuptable->tupdesc;
-		KlingAtProvider *t = palloc0(sizeof(KlingAtProvider));
-		bool		isnull;
+		MemoryContext spi;
 
-		t->id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
-		t->generating = strcmp(SPI_getvalue(tuple, desc, 2), "generating") == 0;
-		t->generation_id = SPI_getvalue(tuple, desc, 3);
-		t->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
-		t->next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull));
-		t->model = SPI_getvalue(tuple, desc, 6);
-		t->duration = SPI_getvalue(tuple, desc, 7);
-		tasks = lappend(tasks, t);
+		SPI_cursor_fetch(portal, true, KLING_AT_PROVIDER_BATCH);
+		if (SPI_processed == 0)
+			break;
+		spi = MemoryContextSwitchTo(batch);
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			HeapTuple	tuple = SPI_tuptable->vals[i];
+			TupleDesc	desc = SPI_tuptable->tupdesc;
+			KlingAtProvider t;
+			bool		isnull;
+
+			t.id = DatumGetInt64(SPI_getbinval(tuple, desc, 1, &isnull));
+			t.generating = strcmp(SPI_getvalue(tuple, desc, 2), "generating") == 0;
+			t.generation_id = SPI_getvalue(tuple, desc, 3);
+			t.attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 4, &isnull));
+			t.next_attempt_at = DatumGetTimestampTz(SPI_getbinval(tuple, desc, 5, &isnull));
+			t.model = SPI_getvalue(tuple, desc, 6);
+			t.duration = SPI_getvalue(tuple, desc, 7);
+			visit(&t, arg);
+		}
+		MemoryContextSwitchTo(spi);
+		MemoryContextReset(batch);
+		SPI_freetuptable(SPI_tuptable);
 	}
-	MemoryContextSwitchTo(spi);
-	return tasks;
+	SPI_cursor_close(portal);
+	MemoryContextDelete(batch);
 }
 
 /* Tasks that count against kling.max_in_flight. */

@@ -160,6 +160,7 @@ static void kling_apply_isolated(KlingTaskUpdate *update, KlingIds *made_final);
 static void kling_housekeeping(KlingRound *round);
 static void kling_recover(KlingRound *round);
 static void kling_check_schedule(void);
+static void kling_schedule_task(const KlingAtProvider *t, void *arg);
 static void kling_count_in_flight(KlingRound *round);
 static void kling_apply_retention(void);
 static void kling_refresh_generation_times(void);
@@ -520,7 +521,9 @@ kling_apply_isolated(KlingTaskUpdate *update, KlingIds *made_final)
 	update->status = "failed";
 	update->result = NULL;
 	update->video_url = NULL;
-	update->error = psprintf("could not record the provider's response: %s", failure);
+	/* Read after the transaction, when its log line is written. */
+	update->error = MemoryContextStrdup(W.round_context,
+										psprintf("could not record the provider's response: %s", failure));
 	kling_store_apply_all(update, 1, made_final);
 }
 
@@ -580,7 +583,6 @@ kling_check_schedule(void)
 	TimestampTz now = GetCurrentTimestamp();
 	uint32		cancels = kling_cancels_committed();
 	bool		rebuild = (extension != W.schedule_extension);
-	ListCell   *lc;
 
 	if (!rebuild &&
 		!TimestampDifferenceExceeds(W.checked_at, now,
@@ -590,20 +592,23 @@ kling_check_schedule(void)
 	if (rebuild)
 		kling_schedule_clear();
 	kling_schedule_mark_unseen();
-	foreach(lc, kling_store_at_provider())
-	{
-		KlingAtProvider *t = lfirst(lc);
-		int			unused;
-
-		kling_schedule_put(t->id, t->generation_id, t->generating, t->attempts,
-						   kling_learned_first_poll(W.generation_times, t->model, t->duration,
-													kling_poll_interval_ms, &unused),
-						   t->next_attempt_at);
-	}
+	kling_store_visit_at_provider(kling_schedule_task, NULL);
 	(void) kling_schedule_drop_unseen();
 	W.schedule_extension = extension;
 	W.checked_at = now;
 	W.cancels_seen = cancels;
+}
+
+/* Put a task at the provider in the poll schedule (or mark it seen). */
+static void
+kling_schedule_task(const KlingAtProvider *t, void *arg)
+{
+	int			unused;
+
+	kling_schedule_put(t->id, t->generation_id, t->generating, t->attempts,
+					   kling_learned_first_poll(W.generation_times, t->model, t->duration,
+												kling_poll_interval_ms, &unused),
+					   t->next_attempt_at);
 }
 
 /*
@@ -707,7 +712,11 @@ kling_claim_creates(KlingRound *round)
 
 		if (failure == NULL)
 		{
+			/* The list outlives the transaction (and SPI): sent after it. */
+			MemoryContext old = MemoryContextSwitchTo(W.round_context);
+
 			round->creates = lappend(round->creates, c);
+			MemoryContextSwitchTo(old);
 			W.in_flight++;
 			continue;
 		}
