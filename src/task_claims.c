@@ -31,12 +31,18 @@ typedef enum KlingClaimPlanId
 /* Tasks at the provider read at once, to build the poll schedule. */
 #define KLING_AT_PROVIDER_BATCH 1000
 
+/*
+ * Claimed rows are locked in a subquery and then written by key: "id = ANY
+ * (ARRAY(...))" makes that an index scan, where a join was planned as a
+ * scan of the whole table.
+ */
 static KlingPlan kling_claim_plans[KLING_NUM_CLAIM_PLANS] = {
 	[KLING_PLAN_CLAIM_CREATES] = {
-		"UPDATE %1$s t SET status = 'submitting', updated_at = now()"
-		" FROM (SELECT id FROM %1$s WHERE status = 'pending' AND next_attempt_at <= now()"
-		"       ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED) c"
-		" WHERE t.id = c.id RETURNING t.id, t.prompt, t.opts, t.attempts",
+		"UPDATE %1$s SET status = 'submitting', updated_at = now()"
+		" WHERE id = ANY (ARRAY(SELECT id FROM %1$s WHERE status = 'pending'"
+		"                       AND next_attempt_at <= now()"
+		"                       ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))"
+		" RETURNING id, prompt, opts, attempts",
 		1, {INT4OID}
 	},
 	[KLING_PLAN_AT_PROVIDER] = {

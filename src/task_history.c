@@ -26,10 +26,10 @@ typedef enum KlingHistoryPlanId
 
 static KlingPlan kling_history_plans[KLING_NUM_HISTORY_PLANS] = {
 	[KLING_PLAN_DELETE_EXPIRED] = {
-		"DELETE FROM %1$s WHERE id IN (SELECT id FROM %1$s"
+		"DELETE FROM %1$s WHERE id = ANY (ARRAY(SELECT id FROM %1$s"
 		" WHERE status IN ('completed', 'failed', 'cancelled')"
 		" AND completed_at < now() - $1 * interval '1 second' LIMIT $2"
-		" FOR UPDATE SKIP LOCKED)",
+		" FOR UPDATE SKIP LOCKED))",
 		2, {INT4OID, INT4OID}
 	},
 	[KLING_PLAN_GENERATION_TIMES] = {

@@ -30,6 +30,11 @@ typedef enum KlingResultPlanId
 	KLING_NUM_RESULT_PLANS
 } KlingResultPlanId;
 
+/*
+ * Rows are locked in a subquery and then written by key: "id = ANY
+ * (ARRAY(...))" makes that an index scan whatever the planner guesses of
+ * the subquery's size (a join could scan the whole table).
+ */
 static KlingPlan kling_result_plans[KLING_NUM_RESULT_PLANS] = {
 	/*
 	 * Recovery tells which of the given tasks (NULL: all) it could not take
@@ -42,8 +47,8 @@ static KlingPlan kling_result_plans[KLING_NUM_RESULT_PLANS] = {
 		"   next_attempt_at = now(),"
 		"   error = 'outcome unknown: the server stopped while this task was being sent;"
 		"   it was not sent again, to avoid paying twice'"
-		"   WHERE id IN (SELECT id FROM %1$s WHERE id IN (SELECT id FROM candidates)"
-		"                AND status = 'submitting' FOR UPDATE SKIP LOCKED)"
+		"   WHERE id = ANY (ARRAY(SELECT id FROM %1$s WHERE id IN (SELECT id FROM candidates)"
+		"                AND status = 'submitting' FOR UPDATE SKIP LOCKED))"
 		"   RETURNING id)"
 		" SELECT id, true FROM failed"
 		" UNION ALL SELECT id, false FROM candidates WHERE id NOT IN (SELECT id FROM failed)",
@@ -54,9 +59,9 @@ static KlingPlan kling_result_plans[KLING_NUM_RESULT_PLANS] = {
 		" next_attempt_at = now(),"
 		" error = format('not finished by the provider within kling.task_timeout (%%s)',"
 		"                $1 * interval '1 millisecond')"
-		" WHERE id IN (SELECT id FROM %1$s WHERE status IN ('queued', 'generating')"
+		" WHERE id = ANY (ARRAY(SELECT id FROM %1$s WHERE status IN ('queued', 'generating')"
 		"              AND submitted_at < now() - $1 * interval '1 millisecond'"
-		"              FOR UPDATE SKIP LOCKED)"
+		"              FOR UPDATE SKIP LOCKED))"
 		" RETURNING id",
 		1, {INT4OID}
 	},
@@ -64,13 +69,14 @@ static KlingPlan kling_result_plans[KLING_NUM_RESULT_PLANS] = {
 	/*
 	 * Returns (n, true) for each result written and (n, false) for each
 	 * whose task a user's open transaction holds (written in a later
-	 * round); a task that left the expected state is neither.
+	 * round); a task that left the expected state is neither.  Each row is
+	 * locked as it is joined, by its key: no join of the results with
+	 * themselves (which grew with the square of a round's results).
 	 */
 	[KLING_PLAN_APPLY] = {
 		"WITH u AS (SELECT * FROM unnest($1, $2, $3, $4, $5, $6, $7, $8, $9) WITH ORDINALITY"
 		"      AS u(id, status, generation_id, video_url, result, error, attempts, next_ms,"
 		"           from_create, n)),"
-		" free AS (SELECT id FROM %1$s WHERE id IN (SELECT id FROM u) FOR UPDATE SKIP LOCKED),"
 		" written AS (UPDATE %1$s t SET status = coalesce(u.status, t.status),"
 		" generation_id = coalesce(u.generation_id, t.generation_id),"
 		" video_url = coalesce(u.video_url, t.video_url),"
@@ -84,12 +90,17 @@ static KlingPlan kling_result_plans[KLING_NUM_RESULT_PLANS] = {
 		" completed_at = CASE WHEN u.status IN ('completed', 'failed', 'cancelled')"
 		"                THEN now() END,"
 		" updated_at = now()"
-		" FROM u WHERE t.id = u.id AND t.id IN (SELECT id FROM free)"
-		" AND CASE WHEN u.from_create THEN t.status = 'submitting'"
-		"     ELSE t.status IN ('queued', 'generating') END"
+		" FROM (SELECT u.* FROM u JOIN %1$s l ON l.id = u.id"
+		"       WHERE CASE WHEN u.from_create THEN l.status = 'submitting'"
+		"             ELSE l.status IN ('queued', 'generating') END"
+		"       FOR UPDATE OF l SKIP LOCKED) u"
+		" WHERE t.id = u.id"
 		" RETURNING u.n)"
 		" SELECT n, true FROM written"
-		" UNION ALL SELECT n, false FROM u WHERE id NOT IN (SELECT id FROM free)",
+		" UNION ALL SELECT u.n, false FROM u JOIN %1$s t ON t.id = u.id"
+		" WHERE u.n NOT IN (SELECT n FROM written)"
+		" AND CASE WHEN u.from_create THEN t.status = 'submitting'"
+		"     ELSE t.status IN ('queued', 'generating') END",
 		9, {INT8ARRAYOID, TEXTARRAYOID, TEXTARRAYOID, TEXTARRAYOID, JSONBARRAYOID,
 			TEXTARRAYOID, INT4ARRAYOID, INT4ARRAYOID, BOOLARRAYOID}
 	},
