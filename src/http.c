@@ -5,10 +5,13 @@
  *		multi handle, driven by the socket events of the worker's own wait,
  *		so that many requests are in flight and none waits on another.
  *
- * The worker's wait covers its latch, postmaster death and every socket
- * curl asks to watch, with a timeout that is the earlier of curl's timer
- * and the caller's; so the worker sleeps without CPU until something
- * happens, and a stalled request never holds up the others or a signal.
+ * The sockets curl asks to watch are kept in an epoll set of their own,
+ * changed only when curl changes what it watches; the worker's wait covers
+ * its latch, postmaster death and that one epoll descriptor, with a
+ * timeout that is the earlier of curl's timer and the caller's.  So the
+ * worker sleeps without CPU until something happens, a wait costs the same
+ * whatever the number of connections, and a stalled request never holds up
+ * the others or a signal.  (epoll: the extension is built for Linux.)
  *
  * curl's callbacks never call anything that can raise an error: they only
  * copy bytes into malloc'd buffers.
@@ -16,6 +19,8 @@
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
+
+#include <sys/epoll.h>
 
 #include "miscadmin.h"
 #include "storage/latch.h"
@@ -31,19 +36,15 @@
  */
 #define KLING_SEND_ONCE_MAX_IDLE_S 5L
 
-/* A socket curl wants watched, and for what (CURL_POLL_*). */
-typedef struct KlingSocket
-{
-	curl_socket_t fd;
-	int			what;
-} KlingSocket;
-
 static CURLM *kling_multi = NULL;
 static MemoryContext kling_http_context = NULL;
 
-static KlingSocket *kling_sockets = NULL;
-static int	kling_nsockets = 0;
-static int	kling_sockets_cap = 0;
+/* The sockets curl watches, and the worker's wait on them. */
+static int	kling_epoll_fd = -1;
+static WaitEventSet *kling_wait_set = NULL;
+
+/* Ready sockets taken from the epoll set at a time. */
+#define KLING_READY_BATCH 64
 
 static bool kling_timer_set = false;
 static TimestampTz kling_timer_deadline = 0;
@@ -68,6 +69,7 @@ static int	kling_prereq_callback(void *userp, char *conn_primary_ip,
 								  char *conn_local_ip, int conn_primary_port,
 								  int conn_local_port);
 static void kling_collect_done(void);
+static void kling_serve_ready_sockets(void);
 
 /*
  * Set up curl and the multi handle.  Called once by the worker.
@@ -85,46 +87,44 @@ kling_http_init(void)
 	curl_multi_setopt(kling_multi, CURLMOPT_SOCKETFUNCTION, kling_socket_callback);
 	curl_multi_setopt(kling_multi, CURLMOPT_TIMERFUNCTION, kling_timer_callback);
 
+	kling_epoll_fd = epoll_create1(EPOLL_CLOEXEC);
+	if (kling_epoll_fd < 0)
+		elog(ERROR, "could not create an epoll set: %m");
+	kling_wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	AddWaitEventToSet(kling_wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
+	AddWaitEventToSet(kling_wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
+	AddWaitEventToSet(kling_wait_set, WL_SOCKET_READABLE, kling_epoll_fd, NULL, NULL);
+
 	kling_http_context = AllocSetContextCreate(TopMemoryContext,
 											   "kling HTTP requests",
 											   ALLOCSET_DEFAULT_SIZES);
 }
 
 /*
- * curl tells which sockets to watch; keep the list for the next wait.
+ * curl tells which sockets to watch, and for what: change the epoll set.
+ * A socket already in it carries a mark (socketp) that curl keeps for it.
  */
 static int
 kling_socket_callback(CURL *easy, curl_socket_t fd, int what, void *userp,
 					  void *socketp)
 {
-	int			i;
-
-	for (i = 0; i < kling_nsockets; i++)
-		if (kling_sockets[i].fd == fd)
-			break;
+	struct epoll_event ev;
 
 	if (what == CURL_POLL_REMOVE)
 	{
-		if (i < kling_nsockets)
-			kling_sockets[i] = kling_sockets[--kling_nsockets];
+		/* curl may have closed it already, which took it out of the set. */
+		(void) epoll_ctl(kling_epoll_fd, EPOLL_CTL_DEL, fd, NULL);
 		return 0;
 	}
 
-	if (i == kling_nsockets)
-	{
-		if (kling_nsockets == kling_sockets_cap)
-		{
-			int			cap = Max(16, kling_sockets_cap * 2);
-			KlingSocket *grown = realloc(kling_sockets, cap * sizeof(KlingSocket));
-
-			if (grown == NULL)
-				return -1;
-			kling_sockets = grown;
-			kling_sockets_cap = cap;
-		}
-		kling_sockets[kling_nsockets++].fd = fd;
-	}
-	kling_sockets[i].what = what;
+	memset(&ev, 0, sizeof(ev));
+	ev.events = ((what & CURL_POLL_IN) ? EPOLLIN : 0) | ((what & CURL_POLL_OUT) ? EPOLLOUT : 0);
+	ev.data.fd = fd;
+	if (epoll_ctl(kling_epoll_fd, socketp ? EPOLL_CTL_MOD : EPOLL_CTL_ADD, fd, &ev) != 0 &&
+		epoll_ctl(kling_epoll_fd, socketp ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, fd, &ev) != 0)
+		return -1;
+	if (socketp == NULL)
+		curl_multi_assign(kling_multi, fd, &kling_epoll_fd);
 	return 0;
 }
 
@@ -313,9 +313,7 @@ kling_http_start(const char *url, const char *post_body, bool send_once, void *o
 bool
 kling_http_wait(long timeout_ms, uint32 wait_event_info)
 {
-	WaitEventSet *set;
-	WaitEvent  *events;
-	int			nevents = kling_nsockets + 2;
+	WaitEvent	events[3];
 	int			n;
 	bool		latch_set = false;
 	long		timeout = timeout_ms;
@@ -332,43 +330,14 @@ kling_http_wait(long timeout_ms, uint32 wait_event_info)
 			timeout = curl_ms;
 	}
 
-	set = CreateWaitEventSet(CurrentMemoryContext, nevents);
-	AddWaitEventToSet(set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
-	AddWaitEventToSet(set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
-	for (int i = 0; i < kling_nsockets; i++)
-	{
-		uint32		ev = 0;
-
-		if (kling_sockets[i].what & CURL_POLL_IN)
-			ev |= WL_SOCKET_READABLE;
-		if (kling_sockets[i].what & CURL_POLL_OUT)
-			ev |= WL_SOCKET_WRITEABLE;
-		if (ev != 0)
-			AddWaitEventToSet(set, ev, kling_sockets[i].fd, NULL, NULL);
-	}
-
-	events = palloc(nevents * sizeof(WaitEvent));
-	n = WaitEventSetWait(set, timeout, events, nevents, wait_event_info);
-
+	n = WaitEventSetWait(kling_wait_set, timeout, events, lengthof(events), wait_event_info);
 	for (int i = 0; i < n; i++)
 	{
-		int			running;
-		int			flags = 0;
-
 		if (events[i].events & WL_LATCH_SET)
-		{
 			latch_set = true;
-			continue;
-		}
-		if (events[i].events & WL_SOCKET_READABLE)
-			flags |= CURL_CSELECT_IN;
-		if (events[i].events & WL_SOCKET_WRITEABLE)
-			flags |= CURL_CSELECT_OUT;
-		if (flags != 0)
-			curl_multi_socket_action(kling_multi, events[i].fd, flags, &running);
+		else if (events[i].events & WL_SOCKET_READABLE)
+			kling_serve_ready_sockets();
 	}
-	FreeWaitEventSet(set);
-	pfree(events);
 
 	if (kling_timer_set && GetCurrentTimestamp() >= kling_timer_deadline)
 	{
@@ -380,6 +349,32 @@ kling_http_wait(long timeout_ms, uint32 wait_event_info)
 
 	kling_collect_done();
 	return latch_set;
+}
+
+/* Let curl act on every socket that is ready now. */
+static void
+kling_serve_ready_sockets(void)
+{
+	struct epoll_event ready[KLING_READY_BATCH];
+	int			n;
+
+	do
+	{
+		n = epoll_wait(kling_epoll_fd, ready, lengthof(ready), 0);
+		for (int i = 0; i < n; i++)
+		{
+			int			running;
+			int			flags = 0;
+
+			if (ready[i].events & (EPOLLIN | EPOLLHUP))
+				flags |= CURL_CSELECT_IN;
+			if (ready[i].events & EPOLLOUT)
+				flags |= CURL_CSELECT_OUT;
+			if (ready[i].events & EPOLLERR)
+				flags |= CURL_CSELECT_ERR;
+			curl_multi_socket_action(kling_multi, ready[i].data.fd, flags, &running);
+		}
+	} while (n == lengthof(ready));
 }
 
 /* Move finished transfers from curl to the done list. */
