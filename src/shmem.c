@@ -437,6 +437,9 @@ kling_xact_callback(XactEvent event, void *arg)
 		latch = kling_shared->worker_latch;
 	SpinLockRelease(&kling_shared->mutex);
 
-	if (latch != NULL && pg_atomic_exchange_u32(&kling_shared->wake_pending, 1) == 0)
+	/* No worker serves this database yet: it may be new to the launcher. */
+	if (latch == NULL)
+		kling_wake_launcher();
+	else if (pg_atomic_exchange_u32(&kling_shared->wake_pending, 1) == 0)
 		SetLatch(latch);
 }
