@@ -32,6 +32,7 @@ OBJS = \
 	src/policy.o \
 	src/schedule.o \
 	src/responses.o \
+	src/wait_events.o \
 	src/worker.o
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
@@ -43,7 +44,7 @@ REGRESS_OPTS = \
 	--temp-config=test/regress.conf \
 	--encoding=UTF8 --no-locale
 
-PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
+PG_CPPFLAGS = -DKLING_VERSION='"$(EXTVERSION)"' -Wall -Wextra -Werror -Wno-unused-parameter -Wno-missing-field-initializers \
 	$(shell curl-config --cflags)
 SHLIB_LINK = $(shell curl-config --libs)
 

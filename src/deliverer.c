@@ -35,6 +35,7 @@
 #include "settings.h"
 #include "shmem.h"
 #include "store.h"
+#include "wait_events.h"
 
 /* Deliveries per transaction. */
 #define KLING_DELIVERY_BATCH 100
@@ -79,7 +80,7 @@ kling_deliverer_main(Datum main_arg)
 
 		pgstat_report_activity(STATE_IDLE, NULL);
 		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 KLING_DELIVERY_RECHECK_MS, PG_WAIT_EXTENSION);
+						 KLING_DELIVERY_RECHECK_MS, kling_wait_event(KLING_WAIT_DELIVERER));
 		ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
 		if (ConfigReloadPending)

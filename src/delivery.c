@@ -31,6 +31,7 @@
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 
+#include "compat.h"
 #include "delivery.h"
 #include "sandbox.h"
 #include "shmem.h"
@@ -104,7 +105,7 @@ kling_call_back(void *arg)
 
 	callback = DatumGetObjectId(DirectFunctionCall1(regprocedurein,
 													CStringGetDatum(d->callback)));
-	if (pg_proc_aclcheck(callback, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+	if (kling_proc_aclcheck(callback, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 				 errmsg("permission denied for function %s", format_procedure(callback))));

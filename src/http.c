@@ -27,6 +27,7 @@
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "compat.h"
 #include "http.h"
 #include "settings.h"
 
@@ -90,7 +91,7 @@ kling_http_init(void)
 	kling_epoll_fd = epoll_create1(EPOLL_CLOEXEC);
 	if (kling_epoll_fd < 0)
 		elog(ERROR, "could not create an epoll set: %m");
-	kling_wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	kling_wait_set = kling_create_wait_event_set(3);
 	AddWaitEventToSet(kling_wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(kling_wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(kling_wait_set, WL_SOCKET_READABLE, kling_epoll_fd, NULL, NULL);

@@ -11,13 +11,14 @@
 #include "fmgr.h"
 #include "miscadmin.h"
 
+#include "compat.h"
 #include "launcher.h"
 #include "secret.h"
 #include "settings.h"
 #include "shmem.h"
 #include "utility_hook.h"
 
-PG_MODULE_MAGIC;
+KLING_MODULE_MAGIC;
 
 void		_PG_init(void);
 

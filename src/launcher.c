@@ -31,6 +31,7 @@
 #include "settings.h"
 #include "launcher.h"
 #include "shmem.h"
+#include "wait_events.h"
 #include "worker.h"
 
 /*
@@ -121,7 +122,7 @@ static void
 kling_launcher_sleep(long timeout_ms)
 {
 	(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					 timeout_ms, PG_WAIT_EXTENSION);
+					 timeout_ms, kling_wait_event(KLING_WAIT_LAUNCHER));
 	ResetLatch(MyLatch);
 	CHECK_FOR_INTERRUPTS();
 	if (ConfigReloadPending)

@@ -32,6 +32,7 @@
 #include "utils/jsonb.h"
 #include "utils/numeric.h"
 
+#include "compat.h"
 #include "options.h"
 #include "subxact.h"
 
@@ -594,7 +595,7 @@ kling_normalize_callback(const KlingOption *opt, const JsonbValue *v)
 				 errmsg("invalid value for option \"%s\": function %s does not take one kling_tasks row",
 						opt->name, signature)));
 
-	if (pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
+	if (kling_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE) != ACLCHECK_OK)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("invalid value for option \"%s\": permission denied for function %s",

@@ -29,6 +29,7 @@
 #include "storage/spin.h"
 
 #include "shmem.h"
+#include "wait_events.h"
 
 typedef struct KlingSharedState
 {
@@ -350,7 +351,7 @@ void
 kling_sleep_until_final(long timeout_ms)
 {
 	(void) ConditionVariableTimedSleep(&kling_shared->task_final, timeout_ms,
-									   PG_WAIT_EXTENSION);
+									   kling_wait_event(KLING_WAIT_TASK_FINAL));
 }
 
 /* Stop sleeping on the condition variable (after the last sleep). */

@@ -50,6 +50,7 @@
 #include "shmem.h"
 #include "store.h"
 #include "subxact.h"
+#include "wait_events.h"
 #include "worker.h"
 
 /* Requests open at once, whatever kling.max_in_flight allows. */
@@ -153,6 +154,7 @@ static void kling_worker_round(void);
 static void kling_take_results(KlingRound *round);
 static void kling_round_transaction(KlingRound *round, bool isolate);
 static void kling_round_aborted(KlingRound *round);
+static void kling_round_isolated(KlingRound *round);
 static void kling_forget_aborted_round(KlingRound *round);
 static void kling_decide_results(KlingRound *round);
 static void kling_write_results(KlingRound *round, bool isolate);
@@ -213,7 +215,7 @@ kling_worker_main(Datum main_arg)
 		bool		woken;
 
 		pgstat_report_activity(STATE_IDLE, NULL);
-		woken = kling_http_wait(kling_wait_timeout(), PG_WAIT_EXTENSION);
+		woken = kling_http_wait(kling_wait_timeout(), kling_wait_event(KLING_WAIT_WORKER));
 		if (woken)
 			ResetLatch(MyLatch);
 		CHECK_FOR_INTERRUPTS();
@@ -309,21 +311,28 @@ kling_worker_round(void)
 	PG_CATCH();
 	{
 		kling_round_aborted(&round);
-		PG_TRY();
-		{
-			kling_round_transaction(&round, true);
-		}
-		PG_CATCH();
-		{
-			kling_round_aborted(&round);
-		}
-		PG_END_TRY();
+		kling_round_isolated(&round);
 	}
 	PG_END_TRY();
 
 	kling_after_round(&round);
 	MemoryContextSwitchTo(oldcontext);
 	pgstat_report_stat(false);
+}
+
+/* The failed round again, each result in a subtransaction of its own. */
+static void
+kling_round_isolated(KlingRound *round)
+{
+	PG_TRY();
+	{
+		kling_round_transaction(round, true);
+	}
+	PG_CATCH();
+	{
+		kling_round_aborted(round);
+	}
+	PG_END_TRY();
 }
 
 /* The round's results: those carried from before, then the finished requests. */

@@ -5,8 +5,13 @@
 # one work directory, on a Unix socket and a loopback port of their own.
 # Everything started is stopped by its PID.
 
-PG_VERSION_WANTED=15
+# KLING_PG_VERSION picks the PostgreSQL major (test/matrix sets it in each
+# Debian root); 15 is this machine's (bookworm's).
+PG_VERSION_WANTED=${KLING_PG_VERSION:-15}
 PG_BIN=/usr/lib/postgresql/$PG_VERSION_WANTED/bin
+# Named, not found on the PATH: a root may hold more than one version.
+PG_CONFIG=$PG_BIN/pg_config
+export PG_CONFIG
 PYTHON=/usr/bin/python3
 PACKAGES="make gcc postgresql-$PG_VERSION_WANTED postgresql-server-dev-$PG_VERSION_WANTED
           libcurl4-openssl-dev postgresql-$PG_VERSION_WANTED-pgtap
@@ -75,20 +80,28 @@ kling_make_workdir() {
 # system's kling (if any) and other runs stay untouched.  PostgreSQL finds
 # its share and library directories relative to its own binaries, so the
 # copy's binaries load the copy's files.  Sets PG_BIN to the copy's.
+# With KLING_DEB (a postgresql-N-kling .deb, see test/package) the copy gets
+# the package's files instead of a build of the tree.
 kling_build_install() {
     log "building the extension; installing it into a private copy of PostgreSQL"
     make -C "$WORK/src" -s clean >/dev/null
-    make -C "$WORK/src" -s >/dev/null
+    [ -n "${KLING_DEB:-}" ] || make -C "$WORK/src" -s >/dev/null
     local root=$WORK/pg libroot sharedir
-    libroot=$(dirname "$(pg_config --bindir)")
-    sharedir=$(pg_config --sharedir)
+    libroot=$(dirname "$("$PG_CONFIG" --bindir)")
+    sharedir=$("$PG_CONFIG" --sharedir)
     mkdir -p "$root$(dirname "$libroot")" "$root$(dirname "$sharedir")"
     cp -a "$libroot" "$root$libroot"
     cp -a "$sharedir" "$root$sharedir"
     rm -f "$root$sharedir"/extension/kling[-.]* "$root$libroot"/lib/kling.so
-    make -C "$WORK/src" -s install DESTDIR="$root" >/dev/null
+    if [ -n "${KLING_DEB:-}" ]; then
+        dpkg-deb -x "$KLING_DEB" "$root"
+    else
+        make -C "$WORK/src" -s install DESTDIR="$root" >/dev/null
+    fi
     PG_BIN=$root$libroot/bin
-    export PG_BIN
+    # psql, createdb and pg_prove's psql: this version's, not the newest.
+    PATH=$PG_BIN:$PATH
+    export PG_BIN PATH
     [ "$(id -u)" -eq 0 ] && chown -R postgres "$WORK"
     return 0
 }
