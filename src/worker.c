@@ -113,6 +113,7 @@ typedef struct KlingWorkerState
 	TimestampTz expired_at;
 	TimestampTz checked_at;		/* the poll schedule against the table */
 	uint32		cancels_seen;
+	bool		schedule_stale; /* a poll found its task gone: check first */
 	TimestampTz retention_at;
 
 	MemoryContext history_context;
@@ -583,7 +584,8 @@ kling_recover(KlingRound *round)
 /*
  * Build the poll schedule from the table when the worker starts (or the
  * extension is created anew), and check it against the table now and then:
- * at least once a minute, and within a second of a user's cancel.
+ * at least once a minute, and within a second of a user's cancel or of a
+ * poll whose task was gone (deleted, truncated: there may be many more).
  */
 static void
 kling_check_schedule(void)
@@ -595,7 +597,8 @@ kling_check_schedule(void)
 
 	if (!rebuild &&
 		!TimestampDifferenceExceeds(W.checked_at, now,
-									cancels != W.cancels_seen ? KLING_SCAN_MIN_MS : KLING_SCAN_MAX_MS))
+									cancels != W.cancels_seen || W.schedule_stale
+									? KLING_SCAN_MIN_MS : KLING_SCAN_MAX_MS))
 		return;
 
 	if (rebuild)
@@ -606,6 +609,7 @@ kling_check_schedule(void)
 	W.schedule_extension = extension;
 	W.checked_at = now;
 	W.cancels_seen = cancels;
+	W.schedule_stale = false;
 }
 
 /* Put a task at the provider in the poll schedule (or mark it seen). */
@@ -877,7 +881,10 @@ kling_follow_schedule(KlingRound *round)
 		else if (!r->decision.write)
 			kling_schedule_set_due(e, next);
 		else if (u->written == KLING_NOT_WRITTEN || kling_update_is_final(u))
+		{
+			W.schedule_stale |= (u->written == KLING_NOT_WRITTEN);
 			kling_schedule_remove(u->id);
+		}
 		else
 		{
 			if (u->status != NULL)
@@ -983,7 +990,8 @@ kling_send(KlingRound *round)
 		sent++;
 	}
 
-	while (W.extension_present && !kling_holding() && sent < room &&
+	/* A stale schedule may hold thousands of deleted tasks: check it first. */
+	while (W.extension_present && !kling_holding() && !W.schedule_stale && sent < room &&
 		   (e = kling_schedule_take_due(now)) != NULL)
 	{
 		KlingSent  *s = MemoryContextAllocZero(W.sent_context, sizeof(KlingSent));
@@ -1020,7 +1028,8 @@ kling_plan_next_round(KlingRound *round)
 	W.next_due = 0;
 	if (!W.extension_present)
 		return;
-	kling_due_by(kling_schedule_next_due());
+	kling_due_by(W.schedule_stale ? TimestampTzPlusMilliseconds(W.checked_at, KLING_SCAN_MIN_MS)
+				 : kling_schedule_next_due());
 	if (round->send_due != 0)
 		kling_due_by(round->send_due <= now && round->creates == NIL ? soon : round->send_due);
 

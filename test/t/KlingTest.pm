@@ -126,11 +126,13 @@ sub mock_created
 # An initialized (not started) node that preloads kling and talks to the
 # mock.  %extra_conf: more settings (name => value, quoted as strings),
 # overriding the defaults below; database_name defaults to 'postgres'.
-# %init_params for $node->init come through the key 'init'.
+# %init_params for $node->init come through the key 'init'; the key
+# 'install_path' makes a node of another installation (pg_upgrade's old).
 sub new_kling_node
 {
 	my ($name, $url, %extra_conf) = @_;
 	my $init = delete $extra_conf{init} // {};
+	my $install_path = delete $extra_conf{install_path};
 	my %conf = (
 		'kling.base_url' => $url,
 		'kling.api_key' => 'test-key',
@@ -139,7 +141,8 @@ sub new_kling_node
 		'kling.database_name' => 'postgres',
 		%extra_conf);
 
-	my $node = PostgreSQL::Test::Cluster->new($name);
+	my $node = PostgreSQL::Test::Cluster->new($name,
+		defined $install_path ? (install_path => $install_path) : ());
 	$node->init(%$init);
 	# The test framework turns crash restarts off; the suite needs them.
 	my $text = "shared_preload_libraries = 'kling'\nrestart_after_crash = on\n";
