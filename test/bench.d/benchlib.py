@@ -195,9 +195,8 @@ OID_TYPES = {"INT4OID": "int4", "INT8OID": "int8", "TEXTOID": "text",
 
 
 def cmd_plans(args):
-    # The plans may live in any file of the directory (store.c has been
-    # split); a plan that is gone (the polls CLAIM_POLLS and NEXT_POLL
-    # scheduled in memory instead) is noted and skipped, not an error.
+    # The plans may live in any file of the directory; a plan that is gone
+    # is noted and skipped, not an error.
     sources = [open(p).read() for p in sorted(glob.glob(os.path.join(args[0], "*.c")))]
     for name in args[1:]:
         pattern = r"\[KLING_PLAN_" + re.escape(name) + r"\]\s*=\s*\{(.*?)\n\s*\},"
