@@ -20,6 +20,7 @@
  */
 #include "postgres.h"
 
+#include <poll.h>
 #include <sys/epoll.h>
 
 #include "miscadmin.h"
@@ -169,8 +170,31 @@ kling_write_callback(char *data, size_t size, size_t nmemb, void *userp)
 }
 
 /*
- * curl is about to send a send-once request: let it, the first time only.
- * A second time is curl's own retry after the connection died.
+ * Whether the peer has already closed the connection a request is about to
+ * go out on.  Bytes sent on it cannot reach the provider's application.
+ */
+static bool
+kling_peer_has_closed(CURL *easy)
+{
+	curl_socket_t sock = CURL_SOCKET_BAD;
+	struct pollfd pfd;
+
+	if (curl_easy_getinfo(easy, CURLINFO_ACTIVESOCKET, &sock) != CURLE_OK ||
+		sock == CURL_SOCKET_BAD)
+		return false;
+	pfd.fd = sock;
+	pfd.events = POLLRDHUP;
+	pfd.revents = 0;
+	if (poll(&pfd, 1, 0) != 1)
+		return false;
+	return (pfd.revents & (POLLRDHUP | POLLHUP | POLLERR)) != 0;
+}
+
+/*
+ * curl is about to send a send-once request.  A second time is curl's own
+ * retry after the connection died: let it only if the connection tried
+ * before had been closed by the peer before anything was sent on it (newer
+ * curl reuses a connection closed less than a second ago without checking).
  */
 static int
 kling_prereq_callback(void *userp, char *conn_primary_ip, char *conn_local_ip,
@@ -178,9 +202,10 @@ kling_prereq_callback(void *userp, char *conn_primary_ip, char *conn_local_ip,
 {
 	KlingHttpRequest *req = userp;
 
-	if (req->tried)
+	if (req->tried && !req->tried_on_closed)
 		return CURL_PREREQFUNC_ABORT;
 	req->tried = true;
+	req->tried_on_closed = kling_peer_has_closed(req->easy);
 	return CURL_PREREQFUNC_OK;
 }
 

@@ -22,6 +22,7 @@ typedef struct KlingHttpRequest
 	bool		send_once;		/* never sent twice, not even by curl itself */
 	bool		started;		/* false: it never started; see failure */
 	bool		tried;			/* curl has begun sending it (send_once) */
+	bool		tried_on_closed;	/* ... on a connection the peer had closed */
 
 	/* The response, filled in as it arrives (buffers are malloc'd). */
 	long		http_status;

@@ -88,6 +88,20 @@ my $history_sql =
 my $history_before = $old->safe_psql($db, $history_sql);
 my $ids_before = $old->safe_psql($db, 'SELECT string_agg(id::text, \',\' ORDER BY id) FROM kling_tasks');
 my $last_before = $old->safe_psql($db, 'SELECT max(id) FROM kling_tasks');
+# Debian trixie's 17.12 records a column option, pg_attver, on every column
+# of every table; sid's 18.6 does not know it, so pg_upgrade stops in
+# pg_restore ("unrecognized parameter") for any table, kling's or not.  It is
+# stripped here, as a user of those two builds must, so that what is tested
+# is kling across the upgrade (README, "Upgrading").
+my $attver_sql = "SELECT count(*) FROM pg_attribute WHERE attoptions::text LIKE '%pg_attver=%'";
+if ($old->safe_psql($db, $attver_sql) > 0)
+{
+	note 'this 17 build records pg_attver column options: stripped before the upgrade';
+	$old->safe_psql($db,
+		"UPDATE pg_attribute SET attoptions = nullif(array(SELECT o FROM unnest(attoptions) o"
+		  . " WHERE o NOT LIKE 'pg_attver=%'), '{}'::text[])"
+		  . " WHERE attoptions::text LIKE '%pg_attver=%'");
+}
 $old->stop('fast');
 my $creates_before = mock_stats($url)->{create_requests};
 my $polls_before = mock_stats($url)->{polls};
