@@ -84,7 +84,7 @@ is( $old->safe_psql($db,
 
 my $history_sql =
   "SELECT id, owner, prompt, opts, generation_id, video_url, created_at, completed_at"
-  . " FROM kling_tasks WHERE status IN ('completed', 'failed', 'cancelled') ORDER BY id";
+  . " FROM kling_tasks WHERE id IN ($done, $failed, $cancelled) ORDER BY id";
 my $history_before = $old->safe_psql($db, $history_sql);
 my $ids_before = $old->safe_psql($db, 'SELECT string_agg(id::text, \',\' ORDER BY id) FROM kling_tasks');
 my $last_before = $old->safe_psql($db, 'SELECT max(id) FROM kling_tasks');
