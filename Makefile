@@ -10,6 +10,7 @@ OBJS = \
 	src/launcher.o \
 	src/utility_hook.o \
 	src/shmem.o \
+	src/account.o \
 	src/options.o \
 	src/protocol.o \
 	src/secret.o \

@@ -34,7 +34,7 @@ RESET ROLE;
 REVOKE ALL ON kling_tasks, kling_stats, kling_failures FROM kling_viewer;
 DROP ROLE kling_viewer;
 
--- The worker of this server serves another database, which lacks the extension.
+-- No worker serves this database (kling.database_name leaves it out).
 SELECT pid > 0 AS running, database, state, requests_in_flight, requests_sent,
        last_round_at IS NOT NULL AS has_run_a_round
 FROM kling_worker;

@@ -10,6 +10,7 @@
 #ifndef KLING_COMPAT_H
 #define KLING_COMPAT_H
 
+#include "catalog/pg_database_d.h"
 #include "catalog/pg_proc_d.h"
 #include "utils/acl.h"
 
@@ -17,9 +18,13 @@
 #if PG_VERSION_NUM >= 160000
 #define kling_proc_aclcheck(proc, role, mode) \
 	object_aclcheck(ProcedureRelationId, (proc), (role), (mode))
+#define kling_database_ownercheck(database, role) \
+	object_ownercheck(DatabaseRelationId, (database), (role))
 #else
 #define kling_proc_aclcheck(proc, role, mode) \
 	pg_proc_aclcheck((proc), (role), (mode))
+#define kling_database_ownercheck(database, role) \
+	pg_database_ownercheck((database), (role))
 #endif
 
 /*

@@ -1,20 +1,26 @@
 /*-------------------------------------------------------------------------
  *
  * launcher.c
- *		The kling launcher: waits for the served database to exist, then
- *		starts the worker in it, and starts it again if it stops.
+ *		The kling launcher: serves every database where the extension is
+ *		created, a worker in each, started when it is found and again if
+ *		it stops.
  *
- * A background worker that connects to a database that does not exist
- * dies at once, and the postmaster would restart it every few seconds,
- * logging each time.  The launcher connects to no database, so it can
- * look the database up in the shared catalog and wait quietly until it
- * exists: before it is created, and after DROP DATABASE.
+ * The launcher connects to no database: it reads the list of databases
+ * from the shared catalog and starts a worker in each one it may serve
+ * (kling.databases).  A worker that finds no extension in its database
+ * says so and exits; the launcher leaves that database alone until a
+ * CREATE EXTENSION kling there commits, which wakes it.  A CREATE DATABASE
+ * wakes it too, and it looks anyway every few seconds, so a database made
+ * from a template that has the extension is found as well.  Each database
+ * takes one of kling.max_databases slots and a background worker process;
+ * when either runs out, the log says so once per database.
  *
  *-------------------------------------------------------------------------
  */
 #include "postgres.h"
 
 #include "access/heapam.h"
+#include "access/htup_details.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
@@ -27,18 +33,19 @@
 #include "storage/latch.h"
 #include "tcop/tcopprot.h"
 #include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/timestamp.h"
 
-#include "settings.h"
 #include "launcher.h"
+#include "settings.h"
 #include "shmem.h"
 #include "wait_events.h"
-#include "worker.h"
 
 /*
- * How often to look for a database that does not exist (yet); a CREATE
- * EXTENSION kling in it wakes the launcher at once anyway.
+ * How often to look for new databases; a CREATE DATABASE or a CREATE
+ * EXTENSION kling wakes the launcher at once anyway.
  */
-#define KLING_DATABASE_RECHECK_MS 10000
+#define KLING_DATABASE_RECHECK_MS 5000
 
 /* Pause before starting a worker again after it stopped. */
 #define KLING_WORKER_RESTART_MS 5000
@@ -46,10 +53,28 @@
 /* Seconds before the postmaster restarts a launcher that died. */
 #define KLING_LAUNCHER_RESTART_SECONDS 5
 
+/* A database the launcher may serve, as it knows it between looks. */
+typedef struct KlingServed
+{
+	Oid			database_id;
+	char		name[NAMEDATALEN];
+	BackgroundWorkerHandle *handle; /* its worker, if this launcher started it */
+	TimestampTz stopped_at;		/* when its worker last stopped, or 0 */
+	bool		resting;		/* its worker found nothing to serve */
+	bool		said_unserved;	/* the log said why it is not served */
+	bool		seen;			/* in the catalog at the last look */
+} KlingServed;
+
+static List *kling_served = NIL;
+
 static void kling_describe_worker(BackgroundWorker *worker, const char *function,
 								  const char *name);
-static Oid	kling_lookup_database(void);
-static void kling_run_worker(Oid database_id);
+static void kling_read_databases(void);
+static KlingServed *kling_served_entry(Oid database_id);
+static void kling_take_probes(void);
+static void kling_check_slots(void);
+static TimestampTz kling_serve(KlingServed *db, TimestampTz now);
+static bool kling_start_worker(KlingServed *db);
 static void kling_launcher_sleep(long timeout_ms);
 
 /*
@@ -84,18 +109,39 @@ kling_launcher_register(void)
 	RegisterBackgroundWorker(&worker);
 }
 
-/*
- * The database's OID, or InvalidOid if there is no such database.  Without
- * a database of its own the launcher can only scan the shared catalog
- * directly, not through the caches.
- */
-static Oid
-kling_lookup_database(void)
+static KlingServed *
+kling_served_entry(Oid database_id)
 {
-	Oid			database_id = InvalidOid;
+	ListCell   *lc;
+
+	foreach(lc, kling_served)
+	{
+		KlingServed *db = lfirst(lc);
+
+		if (db->database_id == database_id)
+			return db;
+	}
+	return NULL;
+}
+
+/*
+ * Read the databases the launcher may serve: those that take connections,
+ * are no template (a connection to one would make CREATE DATABASE fail)
+ * and kling.databases allows.  Without a database of its own the launcher
+ * can only scan the shared catalog directly, not through the caches.
+ * Entries of databases gone are dropped.
+ */
+static void
+kling_read_databases(void)
+{
 	Relation	rel;
 	TableScanDesc scan;
 	HeapTuple	tuple;
+	ListCell   *lc;
+	MemoryContext old;
+
+	foreach(lc, kling_served)
+		((KlingServed *) lfirst(lc))->seen = false;
 
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
@@ -103,18 +149,169 @@ kling_lookup_database(void)
 	scan = table_beginscan_catalog(rel, 0, NULL);
 	while ((tuple = heap_getnext(scan, ForwardScanDirection)) != NULL)
 	{
-		Form_pg_database db = (Form_pg_database) GETSTRUCT(tuple);
+		Form_pg_database form = (Form_pg_database) GETSTRUCT(tuple);
+		KlingServed *db;
 
-		if (strcmp(NameStr(db->datname), kling_database_name) == 0)
+		if (!form->datallowconn || form->datistemplate ||
+			form->datconnlimit == DATCONNLIMIT_INVALID_DB ||
+			!kling_database_allowed(NameStr(form->datname)))
+			continue;
+		db = kling_served_entry(form->oid);
+		if (db == NULL)
 		{
-			database_id = db->oid;
-			break;
+			old = MemoryContextSwitchTo(TopMemoryContext);
+			db = palloc0(sizeof(KlingServed));
+			db->database_id = form->oid;
+			kling_served = lappend(kling_served, db);
+			MemoryContextSwitchTo(old);
 		}
+		strlcpy(db->name, NameStr(form->datname), NAMEDATALEN);
+		db->seen = true;
 	}
 	table_endscan(scan);
 	table_close(rel, AccessShareLock);
 	CommitTransactionCommand();
-	return database_id;
+
+	foreach(lc, kling_served)
+	{
+		KlingServed *db = lfirst(lc);
+
+		if (db->seen)
+			continue;
+		/* Dropped, or no longer allowed: its worker stops, its slot goes. */
+		kling_stop_database(db->database_id);
+		kling_slot_free(db->database_id);
+		if (db->handle == NULL)
+		{
+			kling_served = foreach_delete_current(kling_served, lc);
+			pfree(db);
+		}
+	}
+}
+
+/* Databases where CREATE EXTENSION kling committed are looked at again. */
+static void
+kling_take_probes(void)
+{
+	Oid			probes[64];
+	bool		all;
+	int			n = kling_probe_requests(probes, lengthof(probes), &all);
+	ListCell   *lc;
+
+	foreach(lc, kling_served)
+	{
+		KlingServed *db = lfirst(lc);
+
+		for (int i = 0; i < n && !all; i++)
+			if (probes[i] == db->database_id)
+				db->resting = false;
+		if (all)
+			db->resting = false;
+	}
+}
+
+/*
+ * Databases whose worker stopped for good rest; their slots are freed.
+ * Slots of databases the launcher does not know (dropped while it was
+ * down) are freed as well.
+ */
+static void
+kling_check_slots(void)
+{
+	KlingSlotView *views = palloc(kling_max_databases * sizeof(KlingSlotView));
+	int			n = kling_slots_read(views, kling_max_databases);
+
+	for (int i = 0; i < n; i++)
+	{
+		KlingServed *db = kling_served_entry(views[i].database_id);
+
+		if (views[i].attached)
+			continue;
+		if (db != NULL && views[i].rest != KLING_SERVING)
+			db->resting = true;
+		if (db == NULL || db->resting)
+			kling_slot_free(views[i].database_id);
+	}
+	pfree(views);
+}
+
+/*
+ * Make sure a worker serves the database, unless it rests, is paused or
+ * stopped too recently; returns when to look again (0: no need).
+ */
+static TimestampTz
+kling_serve(KlingServed *db, TimestampTz now)
+{
+	TimestampTz restart_at;
+	KlingSlotView slot;
+
+	if (db->handle != NULL)
+	{
+		pid_t		pid;
+
+		if (GetBackgroundWorkerPid(db->handle, &pid) != BGWH_STOPPED)
+			return 0;
+		pfree(db->handle);
+		db->handle = NULL;
+		db->stopped_at = now;
+	}
+	if (db->resting || !db->seen)
+		return 0;
+
+	restart_at = TimestampTzPlusMilliseconds(db->stopped_at, KLING_WORKER_RESTART_MS);
+	if (db->stopped_at != 0 && now < restart_at)
+		return restart_at;
+
+	if (!kling_slot_assign(db->database_id))
+	{
+		if (!db->said_unserved)
+			ereport(LOG,
+					(errmsg("kling: database \"%s\" is not served: all %d of kling.max_databases are taken",
+							db->name, kling_max_databases),
+					 errhint("Raise kling.max_databases (takes a restart), or list the databases to serve in kling.databases.")));
+		db->said_unserved = true;
+		return 0;
+	}
+	if (!kling_slot_read(db->database_id, &slot) || slot.attached)
+		return 0;				/* a worker a launcher before this one started */
+	if (slot.paused_until > now)
+		return slot.paused_until;
+
+	if (!kling_start_worker(db))
+	{
+		if (!db->said_unserved)
+			ereport(LOG,
+					(errmsg("kling: database \"%s\" is not served: no background worker slot is free",
+							db->name),
+					 errhint("Raise max_worker_processes (takes a restart).")));
+		db->said_unserved = true;
+		db->stopped_at = now;
+		return restart_at;
+	}
+	db->said_unserved = false;
+	return 0;
+}
+
+/* Start a worker in the database, telling the launcher when it stops. */
+static bool
+kling_start_worker(KlingServed *db)
+{
+	BackgroundWorker worker;
+	BackgroundWorkerHandle *handle;
+	MemoryContext old;
+	bool		started;
+
+	kling_describe_worker(&worker, "kling_worker_main", "kling worker");
+	worker.bgw_restart_time = BGW_NEVER_RESTART;
+	worker.bgw_main_arg = ObjectIdGetDatum(db->database_id);
+	worker.bgw_notify_pid = MyProcPid;
+
+	old = MemoryContextSwitchTo(TopMemoryContext);
+	started = RegisterDynamicBackgroundWorker(&worker, &handle);
+	MemoryContextSwitchTo(old);
+	if (started)
+		db->handle = handle;
+	return started;
 }
 
 /* Sleep on the latch, handling reloads; SIGTERM ends the process. */
@@ -130,38 +327,6 @@ kling_launcher_sleep(long timeout_ms)
 		ConfigReloadPending = false;
 		ProcessConfigFile(PGC_SIGHUP);
 	}
-}
-
-/*
- * Start the worker in the database and wait until it stops.
- */
-static void
-kling_run_worker(Oid database_id)
-{
-	BackgroundWorker worker;
-	BackgroundWorkerHandle *handle;
-	pid_t		pid;
-
-	kling_describe_worker(&worker, "kling_worker_main", "kling worker");
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	worker.bgw_main_arg = ObjectIdGetDatum(database_id);
-	worker.bgw_notify_pid = MyProcPid;
-
-	if (!RegisterDynamicBackgroundWorker(&worker, &handle))
-	{
-		ereport(WARNING,
-				(errmsg("kling: could not start the worker: no background worker slot free"),
-				 errhint("Raise max_worker_processes.")));
-		return;
-	}
-	if (WaitForBackgroundWorkerStartup(handle, &pid) != BGWH_STARTED)
-		return;
-
-	pgstat_report_activity(STATE_RUNNING,
-						   psprintf("kling: worker %d serves database \"%s\"",
-									(int) pid, kling_database_name));
-	(void) WaitForBackgroundWorkerShutdown(handle);
-	pfree(handle);
 }
 
 /*
@@ -188,44 +353,35 @@ kling_start_deliverer(Oid database_id)
 void
 kling_launcher_main(Datum main_arg)
 {
-	bool		said_missing = false;
-
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 
 	/* No database: shared catalogs only. */
 	BackgroundWorkerInitializeConnection(NULL, NULL, 0);
-	/* CREATE EXTENSION kling wakes it at its commit. */
+	/* CREATE DATABASE and CREATE EXTENSION kling wake it. */
 	kling_shmem_attach_launcher();
+	pgstat_report_activity(STATE_IDLE, NULL);
 
 	for (;;)
 	{
-		Oid			database_id = kling_lookup_database();
+		TimestampTz now = GetCurrentTimestamp();
+		TimestampTz next = TimestampTzPlusMilliseconds(now, KLING_DATABASE_RECHECK_MS);
+		ListCell   *lc;
+		long		secs;
+		int			usecs;
 
-		if (!OidIsValid(database_id))
+		kling_read_databases();
+		kling_check_slots();
+		kling_take_probes();
+		foreach(lc, kling_served)
 		{
-			if (!said_missing)
-				ereport(LOG,
-						(errmsg("kling: database \"%s\" does not exist; the worker starts when it does",
-								kling_database_name),
-						 errhint("Create the database, or set kling.database_name and restart the server.")));
-			said_missing = true;
-			pgstat_report_activity(STATE_IDLE, NULL);
-			kling_launcher_sleep(KLING_DATABASE_RECHECK_MS);
-			continue;
-		}
+			TimestampTz again = kling_serve(lfirst(lc), now);
 
-		said_missing = false;
-
-		/* A worker started by a launcher that died still runs: wait for it. */
-		if (kling_shmem_worker_attached())
-		{
-			kling_launcher_sleep(KLING_WORKER_RESTART_MS);
-			continue;
+			if (again != 0 && again < next)
+				next = again;
 		}
-		kling_run_worker(database_id);
-		/* Stopped: dropped database, crash or terminate. Pause, look again. */
-		kling_launcher_sleep(KLING_WORKER_RESTART_MS);
+		TimestampDifference(now, next, &secs, &usecs);
+		kling_launcher_sleep(secs * 1000 + usecs / 1000 + 1);
 	}
 }

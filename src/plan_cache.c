@@ -111,6 +111,13 @@ kling_table_owner(void)
 	return kling_owner;
 }
 
+/* The extension's table (after kling_table_refresh). */
+Oid
+kling_table_relid(void)
+{
+	return kling_table_oid;
+}
+
 /*
  * The installed extension, an id that changes when it is dropped and
  * created anew; InvalidOid if it is not installed.  Inside a round.

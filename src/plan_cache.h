@@ -27,6 +27,7 @@ extern MemoryContext kling_round_context;
 
 extern bool kling_table_refresh(void);
 extern Oid	kling_table_owner(void);
+extern Oid	kling_table_relid(void);
 extern int	kling_execute(KlingPlan *plan, Datum *values, const char *nulls, long limit);
 extern Portal kling_open_cursor(KlingPlan *plan, Datum *values, const char *nulls);
 extern char *kling_result_text(uint64 row, int column);

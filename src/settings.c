@@ -13,13 +13,16 @@
 #include "miscadmin.h"
 #include "pgtime.h"
 #include "utils/guc.h"
+#include "utils/varlena.h"
 
 #include "settings.h"
 
 char	   *kling_api_key = NULL;
 char	   *kling_base_url = NULL;
 int			kling_api_route = KLING_ROUTE_GENERATION;
+char	   *kling_databases = NULL;
 char	   *kling_database_name = NULL;
+int			kling_max_databases = 16;
 int			kling_poll_interval_ms = 10000;
 int			kling_max_in_flight = 20;
 int			kling_request_timeout_ms = 30000;
@@ -42,6 +45,7 @@ static const struct config_enum_entry kling_route_options[] = {
 
 static bool kling_check_base_url(char **newval, void **extra, GucSource source);
 static bool kling_check_time_zone(char **newval, void **extra, GucSource source);
+static bool kling_check_databases(char **newval, void **extra, GucSource source);
 static const char *kling_show_api_key(void);
 
 
@@ -75,6 +79,21 @@ kling_check_time_zone(char **newval, void **extra, GucSource source)
 	return false;
 }
 
+/* A list of database names, as identifiers ("Sales", plain_name). */
+static bool
+kling_check_databases(char **newval, void **extra, GucSource source)
+{
+	char	   *copy = pstrdup(*newval);
+	List	   *names;
+	bool		ok = SplitIdentifierString(copy, ',', &names);
+
+	if (!ok)
+		GUC_check_errdetail("List syntax is invalid.");
+	list_free(names);
+	pfree(copy);
+	return ok;
+}
+
 /*
  * The key is never shown, to anyone: SHOW, current_setting() and
  * pg_settings only tell whether one is set.
@@ -83,6 +102,33 @@ static const char *
 kling_show_api_key(void)
 {
 	return (kling_api_key != NULL && kling_api_key[0] != '\0') ? "(set)" : "";
+}
+
+/*
+ * Whether the launcher may serve a database of this name: one listed in
+ * kling.databases, else the one kling.database_name names, else any.
+ */
+bool
+kling_database_allowed(const char *name)
+{
+	char	   *copy;
+	List	   *names;
+	ListCell   *lc;
+	bool		allowed = false;
+
+	if (kling_databases == NULL || kling_databases[0] == '\0')
+		return kling_database_name == NULL || kling_database_name[0] == '\0' ||
+			strcmp(name, kling_database_name) == 0;
+
+	copy = pstrdup(kling_databases);
+	if (!SplitIdentifierString(copy, ',', &names))
+		return false;			/* the check hook refused such a value */
+	foreach(lc, names)
+		if (strcmp(name, (char *) lfirst(lc)) == 0)
+			allowed = true;
+	list_free(names);
+	pfree(copy);
+	return allowed;
 }
 
 /*
@@ -137,14 +183,33 @@ kling_define_settings(void)
 							 GUC_SUPERUSER_ONLY,
 							 NULL, NULL, NULL);
 
+	DefineCustomStringVariable("kling.databases",
+							   "Databases the kling workers may serve (comma-separated); empty: every database with the extension.",
+							   NULL,
+							   &kling_databases,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_LIST_INPUT,
+							   kling_check_databases, NULL, NULL);
+
+	/* Before 0.4 one database was served; a configuration naming it still works. */
 	DefineCustomStringVariable("kling.database_name",
-							   "Database the kling background worker serves.",
+							   "Deprecated: the one database to serve, when kling.databases is empty.",
 							   NULL,
 							   &kling_database_name,
-							   "postgres",
-							   PGC_POSTMASTER,
+							   "",
+							   PGC_SIGHUP,
 							   0,
 							   NULL, NULL, NULL);
+
+	DefineCustomIntVariable("kling.max_databases",
+							"Databases served at once, each by a worker of its own.",
+							NULL,
+							&kling_max_databases,
+							16, 1, 1024,
+							PGC_POSTMASTER,
+							0,
+							NULL, NULL, NULL);
 
 	DefineCustomIntVariable("kling.poll_interval",
 							"Time between two polls of one task.",

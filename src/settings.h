@@ -18,7 +18,9 @@ typedef enum KlingApiRoute
 extern char *kling_api_key;
 extern char *kling_base_url;
 extern int	kling_api_route;
+extern char *kling_databases;
 extern char *kling_database_name;
+extern int	kling_max_databases;
 extern int	kling_poll_interval_ms;
 extern int	kling_max_in_flight;
 extern int	kling_request_timeout_ms;
@@ -35,6 +37,7 @@ extern char *kling_fault_injection;
 
 /* The key requests use: kling.api_key, else the server's AIMLAPI_API_KEY. */
 extern const char *kling_effective_api_key(void);
+extern bool kling_database_allowed(const char *name);
 
 extern void kling_define_settings(void);
 extern bool kling_fault(const char *point);

@@ -1,7 +1,9 @@
 /*-------------------------------------------------------------------------
  *
  * shmem.h
- *		State the kling worker shares with the backends that wake it.
+ *		State the kling processes share: one slot per served database (its
+ *		worker, its delivery process, the backends that wake them), the
+ *		launcher, and the account's budget (account.h).
  *
  *-------------------------------------------------------------------------
  */
@@ -27,23 +29,55 @@ typedef struct KlingWorkerStats
 	TimestampTz last_error_at;
 } KlingWorkerStats;
 
+/* Why a database's worker stopped and is not started again by itself. */
+typedef enum KlingRest
+{
+	KLING_SERVING = 0,
+	KLING_REST_NO_EXTENSION,	/* until CREATE EXTENSION kling there */
+	KLING_REST_SUBSCRIBED		/* kling_tasks is a subscriber's copy */
+} KlingRest;
+
+/* What the launcher sees of a slot. */
+typedef struct KlingSlotView
+{
+	Oid			database_id;
+	bool		attached;		/* a worker or delivery process runs in it */
+	KlingRest	rest;
+	TimestampTz paused_until;
+} KlingSlotView;
+
 extern void kling_shmem_register(void);
+
+/* The launcher. */
+extern void kling_shmem_attach_launcher(void);
+extern int	kling_slots_read(KlingSlotView *views, int max);
+extern bool kling_slot_read(Oid database_id, KlingSlotView *view);
+extern bool kling_slot_assign(Oid database_id);
+extern void kling_slot_free(Oid database_id);
+extern int	kling_probe_requests(Oid *databases, int max, bool *all);
+extern void kling_stop_database(Oid database_id);
+
+/* A worker and a delivery process, in their database. */
 extern bool kling_shmem_attach_worker(void);
-extern bool kling_shmem_worker_attached(void);
+extern void kling_shmem_rest(KlingRest rest);
 extern bool kling_shmem_attach_deliverer(int64 *stuck);
 extern void kling_shmem_set_delivering(int64 id);
 extern bool kling_shmem_deliverer_attached(void);
 extern void kling_wake_deliverer(void);
 extern void kling_take_wake(void);
+extern void kling_stats_publish(const KlingWorkerStats *stats);
+
+/* Backends. */
 extern void kling_wake_worker_at_commit(void);
 extern void kling_note_cancel_at_commit(void);
 extern uint32 kling_cancels_committed(void);
 extern void kling_wake_launcher_at_commit(void);
-extern void kling_shmem_attach_launcher(void);
+extern void kling_wake_launcher(void);
 extern void kling_announce_final_at_commit(void);
 extern void kling_sleep_until_final(long timeout_ms);
 extern void kling_stop_sleeping(void);
-extern void kling_stats_publish(const KlingWorkerStats *stats);
 extern bool kling_stats_read(KlingWorkerStats *stats);
+extern bool kling_pause_database(Oid database_id, int timeout_ms);
+extern void kling_resume_database(Oid database_id);
 
 #endif							/* KLING_SHMEM_H */

@@ -60,7 +60,6 @@ PG_FUNCTION_INFO_V1(kling_wait);
 static bool kling_status_is_final(const char *status);
 static int64 kling_task_id_arg(FunctionCallInfo fcinfo);
 static void kling_note_enqueued(int64 id);
-static void kling_warn_if_not_served(void);
 static bool kling_enqueued_here(int64 id);
 static int64 kling_interval_ms(Interval *interval);
 
@@ -118,7 +117,7 @@ kling_enqueue(text *prompt, Jsonb *opts, const KlingTarget *target)
  * Tasks of a database the worker does not serve stay pending: say so, once
  * per session, rather than let them wait in silence.
  */
-static void
+void
 kling_warn_if_not_served(void)
 {
 	static bool checked = false;
@@ -128,12 +127,11 @@ kling_warn_if_not_served(void)
 		return;
 	checked = true;
 	database = get_database_name(MyDatabaseId);
-	if (database != NULL && strcmp(database, kling_database_name) != 0)
+	if (database != NULL && !kling_database_allowed(database))
 		ereport(WARNING,
-				(errmsg("the kling worker does not serve database \"%s\"", database),
-				 errdetail("kling.database_name is \"%s\": tasks submitted here stay pending.",
-						   kling_database_name),
-				 errhint("Set kling.database_name = '%s' in postgresql.conf and restart the server.",
+				(errmsg("the kling workers do not serve database \"%s\"", database),
+				 errdetail("kling.databases (or kling.database_name) leaves it out: tasks submitted here stay pending."),
+				 errhint("Add \"%s\" to kling.databases in postgresql.conf and reload the server.",
 						 database)));
 }
 

@@ -13,5 +13,6 @@
 #include "store.h"
 
 extern int64 kling_enqueue(text *prompt, Jsonb *opts, const KlingTarget *target);
+extern void kling_warn_if_not_served(void);
 
 #endif							/* KLING_SQL_API_H */

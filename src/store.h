@@ -135,6 +135,7 @@ extern Datum kling_store_id_array(const int64 *ids, int n);
 
 /* task_claims.c */
 extern List *kling_store_claim_creates(int limit);
+extern bool kling_store_subscribed(void);
 extern void kling_store_visit_at_provider(KlingVisitTask visit, void *arg);
 extern int	kling_store_count_in_flight(void);
 extern bool kling_store_next_send(TimestampTz *due);

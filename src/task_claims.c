@@ -25,6 +25,7 @@ typedef enum KlingClaimPlanId
 	KLING_PLAN_AT_PROVIDER,
 	KLING_PLAN_COUNT_IN_FLIGHT,
 	KLING_PLAN_NEXT_SEND,
+	KLING_PLAN_SUBSCRIBED,
 	KLING_NUM_CLAIM_PLANS
 } KlingClaimPlanId;
 
@@ -32,18 +33,35 @@ typedef enum KlingClaimPlanId
 #define KLING_AT_PROVIDER_BATCH 1000
 
 /*
+ * Pending tasks are taken in turns across their owners (each owner's oldest
+ * first, then each one's second, ...), so that a role with ten thousand
+ * pending tasks does not hold back another role's one: the owners are
+ * walked through kling_tasks_send_owner_idx, one index probe each.
  * Claimed rows are locked in a subquery and then written by key: "id = ANY
  * (ARRAY(...))" makes that an index scan, where a join was planned as a
- * scan of the whole table.
+ * scan of the whole table.  Nothing is claimed from a table that a logical
+ * replication subscription fills: those are another server's tasks.
  */
 static KlingPlan kling_claim_plans[KLING_NUM_CLAIM_PLANS] = {
 	[KLING_PLAN_CLAIM_CREATES] = {
+		"WITH RECURSIVE owners(owner) AS ("
+		"  (SELECT owner FROM %1$s WHERE status = 'pending' ORDER BY owner LIMIT 1)"
+		"  UNION ALL"
+		"  SELECT (SELECT t.owner FROM %1$s t WHERE t.status = 'pending' AND t.owner > o.owner"
+		"          ORDER BY t.owner LIMIT 1)"
+		"  FROM owners o WHERE o.owner IS NOT NULL)"
 		"UPDATE %1$s SET status = 'submitting', updated_at = now()"
-		" WHERE id = ANY (ARRAY(SELECT id FROM %1$s WHERE status = 'pending'"
-		"                       AND next_attempt_at <= now()"
-		"                       ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED))"
+		" WHERE id = ANY (ARRAY("
+		"   SELECT c.id FROM owners o CROSS JOIN LATERAL ("
+		"     SELECT l.id, row_number() OVER (ORDER BY l.id) AS turn FROM ("
+		"       SELECT t.id FROM %1$s t WHERE t.status = 'pending' AND t.owner = o.owner"
+		"       AND t.next_attempt_at <= now()"
+		"       AND NOT EXISTS (SELECT FROM pg_catalog.pg_subscription_rel WHERE srrelid = $2)"
+		"       ORDER BY t.id LIMIT $1 FOR UPDATE SKIP LOCKED) l) c"
+		"   WHERE o.owner IS NOT NULL"
+		"   ORDER BY c.turn, c.id LIMIT $1))"
 		" RETURNING id, prompt, opts, attempts",
-		1, {INT4OID}
+		2, {INT4OID, OIDOID}
 	},
 	[KLING_PLAN_AT_PROVIDER] = {
 		"SELECT id, status, generation_id, attempts, next_attempt_at,"
@@ -61,17 +79,21 @@ static KlingPlan kling_claim_plans[KLING_NUM_CLAIM_PLANS] = {
 		" ORDER BY next_attempt_at LIMIT 1",
 		0, {0}
 	},
+	[KLING_PLAN_SUBSCRIBED] = {
+		"SELECT EXISTS (SELECT FROM pg_catalog.pg_subscription_rel WHERE srrelid = $1)",
+		1, {OIDOID}
+	},
 };
 
 /*
- * Claim up to limit pending tasks to send, oldest first, marking them
+ * Claim up to limit pending tasks to send, in turns across owners, marking them
  * 'submitting'; copied into the round's context.  The mark commits before
  * any request goes out.
  */
 List *
 kling_store_claim_creates(int limit)
 {
-	Datum		values[1] = {Int32GetDatum(limit)};
+	Datum		values[2] = {Int32GetDatum(limit), ObjectIdGetDatum(kling_table_relid())};
 	MemoryContext spi;
 	List	   *claims = NIL;
 
@@ -162,4 +184,18 @@ kling_store_next_send(TimestampTz *due)
 		*due = DatumGetTimestampTz(SPI_getbinval(SPI_tuptable->vals[0],
 												 SPI_tuptable->tupdesc, 1, &isnull));
 	return !isnull;
+}
+
+/*
+ * Whether a logical replication subscription fills kling_tasks here: then
+ * its rows are the publisher's tasks, and this server must not send them.
+ */
+bool
+kling_store_subscribed(void)
+{
+	Datum		values[1] = {ObjectIdGetDatum(kling_table_relid())};
+	bool		isnull;
+
+	kling_execute(&kling_claim_plans[KLING_PLAN_SUBSCRIBED], values, NULL, 1);
+	return DatumGetBool(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull));
 }

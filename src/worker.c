@@ -34,11 +34,13 @@
 #include "tcop/tcopprot.h"
 #include "utils/backend_status.h"
 #include "utils/builtins.h"
+#include "commands/dbcommands.h"
 #include "utils/datum.h"
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/timestamp.h"
 
+#include "account.h"
 #include "delivery.h"
 #include "http.h"
 #include "launcher.h"
@@ -73,12 +75,6 @@
 /* Pause between two starts of the delivery process. */
 #define KLING_DELIVERER_RESTART_MS 2000
 
-/*
- * How often to look for the extension in a database that lacks it; its
- * CREATE EXTENSION wakes the worker at once anyway.
- */
-#define KLING_NO_EXTENSION_RECHECK_MS 10000
-
 /* After a failed round, or rows a user holds: look again this soon. */
 #define KLING_RETRY_SOON_MS 1000
 
@@ -96,6 +92,9 @@ typedef struct KlingWorkerState
 	MemoryContext round_context;	/* reset at each round */
 	MemoryContext sent_context; /* what each request in flight was for */
 	bool		extension_present;
+	bool		announced;		/* the log said it serves its database */
+	bool		subscribed;		/* kling_tasks is a subscriber's copy */
+	TimestampTz subscribed_checked_at;
 	Oid			schedule_extension; /* the extension the schedule is of */
 	TimestampTz next_due;		/* when to run a round; 0: when woken */
 	KlingWorkerStats stats;		/* published for the kling_worker view */
@@ -109,6 +108,7 @@ typedef struct KlingWorkerState
 	List	   *carried;		/* KlingResult */
 
 	int			in_flight;		/* tasks counting against max_in_flight */
+	bool		budget_short;	/* the account's budget held sends back */
 	TimestampTz counted_at;
 	TimestampTz expired_at;
 	TimestampTz checked_at;		/* the poll schedule against the table */
@@ -162,6 +162,7 @@ static void kling_write_results(KlingRound *round, bool isolate);
 static void kling_apply_isolated(KlingTaskUpdate *update, KlingIds *made_final);
 static void kling_housekeeping(KlingRound *round);
 static void kling_recover(KlingRound *round);
+static void kling_check_subscribed(void);
 static void kling_check_schedule(void);
 static void kling_schedule_task(const KlingAtProvider *t, void *arg);
 static void kling_count_in_flight(KlingRound *round);
@@ -179,6 +180,8 @@ static void kling_carry_creates(KlingRound *round);
 static void kling_send(KlingRound *round);
 static void kling_plan_next_round(KlingRound *round);
 static void kling_keep_deliverer(void);
+static void kling_worker_announce(void);
+static void kling_worker_rest(KlingRest rest);
 static void kling_start_hold(const char *reason);
 static bool kling_holding(void);
 static bool kling_hold_ended(void);
@@ -204,12 +207,10 @@ kling_worker_main(Datum main_arg)
 	if (!kling_shmem_attach_worker())
 	{
 		ereport(LOG,
-				(errmsg("kling worker not started: another kling worker already serves")));
+				(errmsg("kling worker not started: another kling worker already serves this database")));
 		proc_exit(0);
 	}
 	kling_worker_init();
-	ereport(LOG,
-			(errmsg("kling worker started for database \"%s\"", kling_database_name)));
 
 	for (;;)
 	{
@@ -226,6 +227,7 @@ kling_worker_main(Datum main_arg)
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
 			/* A new key or URL may cure a hold: try again now. */
+			kling_account_release();
 			W.hold_until = 0;
 			W.hold_ms = 0;
 			W.config_checked = false;
@@ -274,8 +276,6 @@ kling_wait_timeout(void)
 
 	if (kling_http_has_done())
 		return 0;				/* requests that could not start */
-	if (!W.extension_present)
-		return KLING_NO_EXTENSION_RECHECK_MS;
 	if (kling_holding())
 		wake = W.hold_until;
 	if (wake == 0)
@@ -548,6 +548,7 @@ kling_housekeeping(KlingRound *round)
 	TimestampTz now = GetCurrentTimestamp();
 
 	kling_recover(round);
+	kling_check_subscribed();
 
 	/* Expiry is due every tenth of the timeout, within those bounds. */
 	if (TimestampDifferenceExceeds(W.expired_at, now,
@@ -562,6 +563,23 @@ kling_housekeeping(KlingRound *round)
 	kling_check_schedule();
 	kling_count_in_flight(round);
 	kling_check_config();
+}
+
+/*
+ * Whether kling_tasks is a subscriber's copy, at start and once a minute;
+ * if so the worker stops after this round.  Meanwhile the claim itself
+ * refuses such tasks.
+ */
+static void
+kling_check_subscribed(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (W.subscribed_checked_at != 0 &&
+		!TimestampDifferenceExceeds(W.subscribed_checked_at, now, KLING_SCAN_MAX_MS))
+		return;
+	W.subscribed = kling_store_subscribed();
+	W.subscribed_checked_at = now;
 }
 
 /*
@@ -637,8 +655,7 @@ kling_count_in_flight(KlingRound *round)
 
 	W.in_flight -= round->made_final.n;
 	if (TimestampDifferenceExceeds(W.counted_at, now,
-								   W.in_flight >= kling_max_in_flight
-								   ? KLING_SCAN_MIN_MS : KLING_SCAN_MAX_MS))
+								   W.budget_short ? KLING_SCAN_MIN_MS : KLING_SCAN_MAX_MS))
 	{
 		W.in_flight = kling_store_count_in_flight();
 		W.counted_at = now;
@@ -711,13 +728,23 @@ kling_check_config(void)
 static void
 kling_claim_creates(KlingRound *round)
 {
-	int			room = KLING_MAX_REQUESTS - kling_http_active();
-	int			free_slots = kling_max_in_flight - W.in_flight;
+	int			want = Min(KLING_MAX_REQUESTS - kling_http_active(),
+						   kling_max_in_flight - W.in_flight);
+	int			granted;
 	ListCell   *lc;
 
-	if (kling_holding() || room <= 0 || free_slots <= 0)
+	W.budget_short = false;
+	if (kling_holding() || want <= 0)
+	{
+		W.budget_short = (want <= 0);
 		return;
-	foreach(lc, kling_store_claim_creates(Min(free_slots, room)))
+	}
+	/* The budget is the account's: other databases may hold part of it. */
+	granted = kling_budget_take(W.in_flight, want);
+	W.budget_short = (granted < want);
+	if (granted == 0)
+		return;
+	foreach(lc, kling_store_claim_creates(granted))
 	{
 		KlingClaim *c = lfirst(lc);
 		char	   *failure = kling_build_body(c);
@@ -803,6 +830,7 @@ kling_after_round(KlingRound *round)
 	if (W.extension_present)
 		kling_keep_deliverer();
 	kling_plan_next_round(round);
+	kling_budget_publish(W.in_flight, round->pending_waits);
 
 	for (int i = 0; i < round->n; i++)
 	{
@@ -813,11 +841,49 @@ kling_after_round(KlingRound *round)
 
 	W.stats.last_round_at = GetCurrentTimestamp();
 	W.stats.requests_in_flight = kling_http_active();
-	strlcpy(W.stats.state,
-			!W.extension_present ? "waiting for CREATE EXTENSION kling" :
-			kling_holding() ? W.hold_reason : "running",
+	strlcpy(W.stats.state, kling_holding() ? W.hold_reason : "running",
 			sizeof(W.stats.state));
 	kling_stats_publish(&W.stats);
+	if (!W.extension_present)
+		kling_worker_rest(KLING_REST_NO_EXTENSION);
+	else if (W.subscribed && round->committed)
+		kling_worker_rest(KLING_REST_SUBSCRIBED);
+	else if (!W.announced)
+		kling_worker_announce();
+}
+
+/*
+ * Say in the log, once, that the worker serves its database; a worker that
+ * finds no extension at its first look leaves without a word.
+ */
+static void
+kling_worker_announce(void)
+{
+	char	   *name;
+
+	StartTransactionCommand();
+	name = get_database_name(MyDatabaseId);
+	ereport(LOG,
+			(errmsg("kling worker started for database \"%s\"", name ? name : "?")));
+	CommitTransactionCommand();
+	W.announced = true;
+}
+
+/*
+ * Stop for good: nothing to serve here.  The launcher starts no worker in
+ * this database again until the reason goes (a CREATE EXTENSION kling).
+ */
+static void
+kling_worker_rest(KlingRest rest)
+{
+	kling_shmem_rest(rest);
+	if (W.announced)
+		ereport(LOG,
+				(errmsg("kling worker stopped: %s",
+						rest == KLING_REST_SUBSCRIBED
+						? "kling_tasks here is a logical replication subscriber's copy; its tasks are sent by the publisher"
+						: "the extension is no longer in its database")));
+	proc_exit(0);
 }
 
 /* The effects of this round's decisions (carried ones had theirs). */
@@ -1034,12 +1100,13 @@ kling_plan_next_round(KlingRound *round)
 		kling_due_by(round->send_due <= now && round->creates == NIL ? soon : round->send_due);
 
 	/*
-	 * Pending tasks held back by kling.max_in_flight wait for a slot; a
-	 * slot freed by a user's cancel shows only in a recount, so come back
-	 * for one even if nothing else is due.  So do results and recoveries a
+	 * Pending tasks held back by the budget wait for a place: another
+	 * database's worker wakes this one when it frees some, but a place freed
+	 * by a user's cancel shows only in a recount, so come back for one even
+	 * if nothing else is due.  So do results and recoveries a
 	 * user's transaction held back, and a round that failed.
 	 */
-	if (!kling_holding() && W.in_flight >= kling_max_in_flight && round->pending_waits)
+	if (!kling_holding() && W.budget_short && round->pending_waits)
 		kling_due_by(TimestampTzPlusMilliseconds(W.counted_at, KLING_SCAN_MIN_MS));
 	if (W.carried != NIL || W.recover_held != (Datum) 0 || !round->committed)
 		kling_due_by(soon);
@@ -1103,17 +1170,30 @@ kling_start_hold(const char *reason)
 
 	W.hold_ms = kling_next_hold_ms(W.hold_ms, kling_poll_interval_ms);
 	W.hold_until = TimestampTzPlusMilliseconds(GetCurrentTimestamp(), W.hold_ms);
+	/* The account is refused, not this database: every worker holds. */
+	kling_account_hold(W.hold_until, W.hold_reason);
 	ereport(WARNING,
 			(errmsg("kling: %s", reason),
 			 errdetail("No task is sent or polled for %d ms; tasks keep their place.",
 					   W.hold_ms)));
 }
 
-/* Whether sending is held now. */
+/* Whether sending is held now, by this worker or another database's. */
 static bool
 kling_holding(void)
 {
-	return W.hold_until != 0 && GetCurrentTimestamp() < W.hold_until;
+	TimestampTz now = GetCurrentTimestamp();
+	char		reason[sizeof(W.hold_reason)];
+	TimestampTz shared;
+
+	if (W.hold_until != 0 && now < W.hold_until)
+		return true;
+	shared = kling_account_held_until(reason, sizeof(reason));
+	if (shared <= now)
+		return false;
+	W.hold_until = shared;
+	strlcpy(W.hold_reason, reason, sizeof(W.hold_reason));
+	return true;
 }
 
 /*

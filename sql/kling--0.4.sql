@@ -1,4 +1,4 @@
--- kling--0.3.sql: the task table and the SQL surface of the kling extension
+-- kling--0.4.sql: the task table and the SQL surface of the kling extension
 
 \echo Use "CREATE EXTENSION kling" to load this file. \quit
 
@@ -57,10 +57,14 @@ COMMENT ON COLUMN kling_tasks.delivery_pending IS
 
 -- The worker finds due work through these; final tasks stay out of them,
 -- so they stay small however long the history grows.  Pending tasks are
--- sent oldest first; tasks at the provider are polled when due.
+-- sent oldest first, in turns across their owners; tasks at the provider
+-- are polled when due.
 CREATE INDEX kling_tasks_send_idx ON kling_tasks (id)
     WHERE status = 'pending';
 CREATE INDEX kling_tasks_send_due_idx ON kling_tasks (next_attempt_at)
+    WHERE status = 'pending';
+-- Pending tasks are taken in turns across their owners.
+CREATE INDEX kling_tasks_send_owner_idx ON kling_tasks (owner, id)
     WHERE status = 'pending';
 CREATE INDEX kling_tasks_poll_idx ON kling_tasks (next_attempt_at)
     WHERE status IN ('queued', 'generating');
@@ -248,15 +252,3 @@ GRANT EXECUTE ON FUNCTION kling_submit(text, jsonb), kling_status(bigint), kling
 GRANT SELECT ON kling_tasks, kling_stats, kling_failures TO kling_user;
 GRANT EXECUTE ON FUNCTION kling_worker_info() TO kling_monitor;
 GRANT SELECT ON kling_worker TO kling_monitor;
-
--- A database the worker does not serve keeps its tasks pending: say so now.
-DO $$
-BEGIN
-    IF current_setting('kling.database_name') <> current_database() THEN
-        RAISE WARNING 'the kling worker does not serve database "%"', current_database()
-            USING DETAIL = format('kling.database_name is "%s": tasks submitted here stay pending.',
-                                  current_setting('kling.database_name')),
-                  HINT = format('Set kling.database_name = ''%s'' in postgresql.conf and restart the server.',
-                                current_database());
-    END IF;
-END $$;
