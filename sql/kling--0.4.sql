@@ -63,9 +63,12 @@ CREATE INDEX kling_tasks_send_idx ON kling_tasks (id)
     WHERE status = 'pending';
 CREATE INDEX kling_tasks_send_due_idx ON kling_tasks (next_attempt_at)
     WHERE status = 'pending';
--- Pending tasks are taken in turns across their owners.
+-- Pending tasks are taken in turns across their owners, fewest in flight
+-- first.
 CREATE INDEX kling_tasks_send_owner_idx ON kling_tasks (owner, id)
     WHERE status = 'pending';
+CREATE INDEX kling_tasks_owner_in_flight_idx ON kling_tasks (owner)
+    WHERE status IN ('submitting', 'queued', 'generating');
 CREATE INDEX kling_tasks_poll_idx ON kling_tasks (next_attempt_at)
     WHERE status IN ('queued', 'generating');
 

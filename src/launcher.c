@@ -272,7 +272,7 @@ kling_serve(KlingServed *db, TimestampTz now)
 		db->said_unserved = true;
 		return 0;
 	}
-	if (!kling_slot_read(db->database_id, &slot) || slot.attached)
+	if (!kling_slot_read(db->database_id, &slot) || slot.worker_runs)
 		return 0;				/* a worker a launcher before this one started */
 	if (slot.paused_until > now)
 		return slot.paused_until;

@@ -167,6 +167,7 @@ kling_slots_read(KlingSlotView *views, int max)
 			continue;
 		views[n].database_id = slot->database_id;
 		views[n].attached = (slot->worker_pid != 0 || slot->delivery_pid != 0);
+		views[n].worker_runs = (slot->worker_pid != 0);
 		views[n].rest = slot->rest;
 		views[n].paused_until = slot->paused_until;
 		n++;
@@ -187,6 +188,7 @@ kling_slot_read(Oid database_id, KlingSlotView *view)
 	{
 		view->database_id = database_id;
 		view->attached = (slot->worker_pid != 0 || slot->delivery_pid != 0);
+		view->worker_runs = (slot->worker_pid != 0);
 		view->rest = slot->rest;
 		view->paused_until = slot->paused_until;
 	}
@@ -415,6 +417,19 @@ kling_shmem_rest(KlingRest rest)
 	SpinLockAcquire(&kling_shared->mutex);
 	my_slot->rest = rest;
 	SpinLockRelease(&kling_shared->mutex);
+}
+
+/* Ask the delivery process of the worker's database to exit. */
+void
+kling_stop_deliverer(void)
+{
+	pid_t		pid;
+
+	SpinLockAcquire(&kling_shared->mutex);
+	pid = my_slot->delivery_pid;
+	SpinLockRelease(&kling_shared->mutex);
+	if (pid != 0)
+		(void) kill(pid, SIGTERM);
 }
 
 /*

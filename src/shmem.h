@@ -42,6 +42,7 @@ typedef struct KlingSlotView
 {
 	Oid			database_id;
 	bool		attached;		/* a worker or delivery process runs in it */
+	bool		worker_runs;	/* a worker does */
 	KlingRest	rest;
 	TimestampTz paused_until;
 } KlingSlotView;
@@ -60,6 +61,7 @@ extern void kling_stop_database(Oid database_id);
 /* A worker and a delivery process, in their database. */
 extern bool kling_shmem_attach_worker(void);
 extern void kling_shmem_rest(KlingRest rest);
+extern void kling_stop_deliverer(void);
 extern bool kling_shmem_attach_deliverer(int64 *stuck);
 extern void kling_shmem_set_delivering(int64 id);
 extern bool kling_shmem_deliverer_attached(void);

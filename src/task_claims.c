@@ -33,10 +33,12 @@ typedef enum KlingClaimPlanId
 #define KLING_AT_PROVIDER_BATCH 1000
 
 /*
- * Pending tasks are taken in turns across their owners (each owner's oldest
- * first, then each one's second, ...), so that a role with ten thousand
- * pending tasks does not hold back another role's one: the owners are
- * walked through kling_tasks_send_owner_idx, one index probe each.
+ * Pending tasks are taken in turns across their owners, counting the tasks
+ * each has in flight as turns taken (an owner with none goes before one
+ * with two), so that a role with ten thousand pending tasks does not hold
+ * back another role's one by more than one freed place: the owners are
+ * walked through kling_tasks_send_owner_idx, one index probe each, and
+ * their tasks in flight counted through kling_tasks_owner_in_flight_idx.
  * Claimed rows are locked in a subquery and then written by key: "id = ANY
  * (ARRAY(...))" makes that an index scan, where a join was planned as a
  * scan of the whole table.  Nothing is claimed from a table that a logical
@@ -52,8 +54,11 @@ static KlingPlan kling_claim_plans[KLING_NUM_CLAIM_PLANS] = {
 		"  FROM owners o WHERE o.owner IS NOT NULL)"
 		"UPDATE %1$s SET status = 'submitting', updated_at = now()"
 		" WHERE id = ANY (ARRAY("
-		"   SELECT c.id FROM owners o CROSS JOIN LATERAL ("
-		"     SELECT l.id, row_number() OVER (ORDER BY l.id) AS turn FROM ("
+		"   SELECT c.id FROM owners o"
+		"   CROSS JOIN LATERAL (SELECT count(*) AS n FROM %1$s f WHERE f.owner = o.owner"
+		"                       AND f.status IN ('submitting', 'queued', 'generating')) busy"
+		"   CROSS JOIN LATERAL ("
+		"     SELECT l.id, busy.n + row_number() OVER (ORDER BY l.id) AS turn FROM ("
 		"       SELECT t.id FROM %1$s t WHERE t.status = 'pending' AND t.owner = o.owner"
 		"       AND t.next_attempt_at <= now()"
 		"       AND NOT EXISTS (SELECT FROM pg_catalog.pg_subscription_rel WHERE srrelid = $2)"

@@ -877,6 +877,7 @@ static void
 kling_worker_rest(KlingRest rest)
 {
 	kling_shmem_rest(rest);
+	kling_stop_deliverer();
 	if (W.announced)
 		ereport(LOG,
 				(errmsg("kling worker stopped: %s",

@@ -33,8 +33,8 @@ my %init = (init => { extra => ['--data-checksums'] });
 my $old = new_kling_node('old', $url, %init,
 	install_path => $old_install, 'kling.max_in_flight' => '3');
 $old->start;
-ok(defined wait_worker($old, 30), 'the worker starts on the old version');
 $old->safe_psql($db, 'CREATE EXTENSION kling');
+ok(defined wait_worker($old, 30), 'the worker starts on the old version');
 
 sub submit_on
 {

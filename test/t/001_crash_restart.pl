@@ -25,9 +25,9 @@ my $db = 'postgres';
 my $url = start_mock();
 my $node = new_kling_node('crash', $url);
 $node->start;
+$node->safe_psql($db, 'CREATE EXTENSION kling');
 
 ok(defined wait_worker($node, 30), 'the kling worker starts');
-$node->safe_psql($db, 'CREATE EXTENSION kling');
 
 # Submit one task per prompt in one transaction; returns their ids.
 sub submit

@@ -25,8 +25,8 @@ mock_reset($url, { fixed_seconds => 0.5 });
 my $primary =
   new_kling_node('primary', $url, init => { allows_streaming => 1 });
 $primary->start;
-ok(defined wait_worker($primary, 30), 'the primary runs a kling worker');
 $primary->safe_psql($db, 'CREATE EXTENSION kling');
+ok(defined wait_worker($primary, 30), 'the primary runs a kling worker');
 
 my $p_id =
   $primary->safe_psql($db, "SELECT kling_submit('standby: on the primary')");

@@ -30,8 +30,8 @@ my $node = new_kling_node(
 	'kling.max_active_tasks' => '0',
 	'kling.max_daily_tasks' => '0');
 $node->start;
-ok(defined wait_worker($node, 30), 'the kling worker starts');
 $node->safe_psql($db, 'CREATE EXTENSION kling');
+ok(defined wait_worker($node, 30), 'the kling worker starts');
 
 my @faults;
 push @faults, { route => 'create', kind => '429', count => 15, retry_after => '1' };

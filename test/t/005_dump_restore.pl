@@ -20,8 +20,8 @@ mock_reset($url, { fixed_seconds => 0.2 });
 my $node = new_kling_node('dump', $url, 'kling.database_name' => 'videos');
 $node->start;
 $node->safe_psql('postgres', 'CREATE DATABASE videos');
-ok(defined wait_worker($node, 30), 'the worker serves the database');
 $node->safe_psql('videos', 'CREATE EXTENSION kling');
+ok(defined wait_worker($node, 30), 'the worker serves the database');
 $node->safe_psql('videos',
 	"SELECT kling_submit('dumped ' || i, jsonb_build_object('context', i)) FROM generate_series(1, 5) i");
 ok(wait_final($node, 'videos', 30), 'the tasks are final');

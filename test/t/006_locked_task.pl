@@ -23,8 +23,8 @@ my $url = start_mock();
 mock_reset($url, { fixed_seconds => 1 });
 my $node = new_kling_node('locked', $url);
 $node->start;
-ok(defined wait_worker($node, 30), 'the kling worker starts');
 $node->safe_psql($db, 'CREATE EXTENSION kling');
+ok(defined wait_worker($node, 30), 'the kling worker starts');
 
 # A task the provider takes a minute over: its poll is due every 100 ms.
 mock_call($url, 'POST', '/__mock/config', { fixed_seconds => 60 });

@@ -262,8 +262,8 @@ attack('4d', sub {
 		'kling.request_timeout' => '5s', 'kling.database_name' => 'ascii');
 	$ascii->start;
 	$ascii->safe_psql('postgres', "CREATE DATABASE ascii ENCODING 'SQL_ASCII' TEMPLATE template0");
-	ok(defined wait_worker($ascii, 30), '4d: the worker starts in the SQL_ASCII database');
 	$ascii->safe_psql('ascii', 'CREATE EXTENSION kling');
+	ok(defined wait_worker($ascii, 30), '4d: the worker starts in the SQL_ASCII database');
 	new_role($ascii, 'ascii', 'ra');
 	my ($ret, $out, $err) =
 	  as_role($ascii, 'ascii', 'ra', q{SELECT public.kling_submit(E'bad \xff byte')});

@@ -38,8 +38,8 @@ $bare->stop;
 # queue holds, the task keeps its place, and nothing fails.
 my $node = new_kling_node('first', 'http://127.0.0.1:1', 'kling.max_attempts' => '2');
 $node->start;
-ok(defined wait_worker($node, 30), 'the kling worker starts');
 $node->safe_psql($db, 'CREATE EXTENSION kling');
+ok(defined wait_worker($node, 30), 'the kling worker starts');
 my $t = $node->safe_psql($db, "SELECT kling_submit('sent during an outage')");
 ok( wait_until(
 		$node, $db, "SELECT state FROM kling_worker",

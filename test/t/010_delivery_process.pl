@@ -21,7 +21,6 @@ my $url = start_mock();
 mock_reset($url, { fixed_seconds => 0.3 });
 my $node = new_kling_node('delivery', $url, 'kling.delivery_timeout' => '30s');
 $node->start;
-ok(defined wait_worker($node, 30), 'the kling worker starts');
 $node->safe_psql(
 	$db, q{
 CREATE EXTENSION kling;
@@ -30,6 +29,7 @@ CREATE ROLE other LOGIN;
 GRANT kling_user TO slow, other;
 CREATE SCHEMA slow AUTHORIZATION slow;
 });
+ok(defined wait_worker($node, 30), 'the kling worker starts');
 my $worker = worker_pid($node);
 
 sub as

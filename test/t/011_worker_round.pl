@@ -30,8 +30,8 @@ mock_reset($url, { fixed_seconds => 0.3 });
 # Start with no key: the task waits, pending.
 my $node = new_kling_node('round', $url, 'kling.api_key' => '');
 $node->start;
-ok(defined wait_worker($node, 30), 'the kling worker starts');
 $node->safe_psql($db, 'CREATE EXTENSION kling');
+ok(defined wait_worker($node, 30), 'the kling worker starts');
 
 # Inject faults at these points (or none: ''): a restart, so that the
 # worker surely runs with them when the next statement commits.

@@ -168,8 +168,8 @@ sub new_attack_node
 		'kling.max_daily_tasks' => '1000',
 		%extra_conf);
 	$node->start;
-	ok(defined wait_worker($node, 30), 'the kling worker starts');
 	$node->safe_psql('postgres', 'CREATE EXTENSION kling');
+	ok(defined wait_worker($node, 30), 'the kling worker starts');
 	return $node;
 }
 

@@ -1,59 +1,222 @@
+# test/citus/t/001_cluster_smoke.pl: kling on a Citus 12.1 cluster
+#
+# A coordinator and two workers on loopback, each preloading citus and
+# kling and pointed at the mock.  What this records (observed with Citus
+# 12.1.12 and kling 0.4 on PostgreSQL 15):
+#
+#  - CREATE EXTENSION kling on the coordinator is propagated: Citus runs
+#    CREATE EXTENSION IF NOT EXISTS kling on every worker, in a two-phase
+#    commit (PREPARE TRANSACTION, then COMMIT PREPARED), and marks the
+#    extension and the kling_user role as distributed objects.
+#  - kling's worker starts on the coordinator at once, but not on the
+#    worker nodes: their CREATE EXTENSION commits by COMMIT PREPARED, and
+#    kling's wake at commit is dropped at PREPARE, so the launcher, which
+#    had let the database rest (no extension in it when the server
+#    started), never looks at it again.  After a restart of the worker
+#    nodes their kling workers serve 'postgres'.
+#  - CREATE TRIGGER ... kling_on_insert() on a distributed table is
+#    refused ("triggers are not supported on distributed tables") unless
+#    citus.enable_unsafe_triggers is on; with it the trigger goes onto
+#    every shard, fires on the worker nodes, and the tasks are those of the
+#    worker nodes' kling_tasks (the coordinator's has none); their
+#    workers send them and write the URL back into the shards.
+#
+# If kling changes any of this on purpose (e.g. wakes the launcher after
+# COMMIT PREPARED), change the assertion that says so.
+
 use strict;
 use warnings;
+
 use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
+use Time::HiRes qw(time usleep);
+
+# KlingTest.pm is in test/t, two levels up from here.
 use FindBin;
 use lib "$FindBin::RealBin/../../t";
 use KlingTest;
 
+my $db = 'postgres';
 my $url = start_mock();
-my @nodes;
-for my $name (qw(coord worker1 worker2))
-{
-	my $n = new_kling_node($name, $url,
+
+# Citus must come first in shared_preload_libraries.  Citus connects to
+# the nodes over TCP: each listens on 127.0.0.1 too, on the port the test
+# framework picked for it (free on 127.0.0.1, reserved for this run), and
+# initdb's trust covers host connections from 127.0.0.1.
+my @nodes = map {
+	new_kling_node(
+		$_, $url,
 		'shared_preload_libraries' => 'citus,kling',
-		'listen_addresses' => '127.0.0.1');
-	$n->start;
-	push @nodes, $n;
-}
+		'listen_addresses' => '127.0.0.1')
+} qw(coord worker1 worker2);
 my ($coord, @workers) = @nodes;
-for my $n (@nodes)
+$_->start for @nodes;
+
+# Run SQL; returns (exit code, stdout, stderr).
+sub run_sql
 {
-	my $pid = wait_worker($n, 30);
-	ok(defined $pid, $n->name . ': kling worker');
-	diag $n->safe_psql('postgres', "SELECT backend_type, datname, application_name FROM pg_stat_activity WHERE backend_type NOT IN ('client backend','checkpointer','walwriter','background writer','autovacuum launcher','logical replication launcher')");
-	my ($r, $o, $e) = $n->psql('postgres', 'CREATE EXTENSION citus');
-	diag "create citus: $r $o $e";
+	my ($node, $sql) = @_;
+	my ($ret, $out, $err) = $node->psql($db, $sql);
+	return ($ret, $out // '', $err // '');
 }
-diag $coord->safe_psql('postgres', "SELECT citus_set_coordinator_host('127.0.0.1', " . $coord->port . ")");
+
+# The databases the kling workers of a node serve, comma-separated.
+sub kling_worker_dbs
+{
+	my ($node) = @_;
+	return $node->safe_psql($db,
+		"SELECT coalesce(string_agg(datname, ',' ORDER BY datname), '') "
+		  . "FROM pg_stat_activity WHERE backend_type = 'kling worker'");
+}
+
+# --- the cluster ---------------------------------------------------------
+
+for my $node (@nodes)
+{
+	$node->safe_psql($db, 'CREATE EXTENSION citus');
+	like($node->safe_psql($db, 'SELECT citus_version()'),
+		qr/^Citus 12\.1\.12\b/, $node->name . ': CREATE EXTENSION citus, Citus 12.1.12');
+}
+
+$coord->safe_psql($db,
+	"SELECT citus_set_coordinator_host('127.0.0.1', " . $coord->port . ')');
 for my $w (@workers)
 {
-	my ($r, $o, $e) = $coord->psql('postgres', "SELECT citus_add_node('127.0.0.1', " . $w->port . ")");
-	diag "add node: $r $o $e";
+	$coord->safe_psql($db,
+		"SELECT citus_add_node('127.0.0.1', " . $w->port . ')');
 }
-diag $coord->safe_psql('postgres', 'SELECT * FROM pg_dist_node');
-my ($r, $o, $e) = $coord->psql('postgres', 'CREATE EXTENSION kling');
-diag "create kling: $r [$o] [$e]";
-for my $n (@nodes)
+is($coord->safe_psql($db,
+		'SELECT count(*) FROM citus_get_active_worker_nodes()'),
+	'2', 'the coordinator has two active workers');
+is( $coord->safe_psql(
+		$db,
+		'SELECT string_agg(nodeport::text, \',\' ORDER BY nodeport) '
+		  . 'FROM pg_dist_node WHERE isactive AND noderole = \'primary\''),
+	join(',', sort { $a <=> $b } map { $_->port } @nodes),
+	'pg_dist_node lists the coordinator and both workers');
+
+# --- CREATE EXTENSION kling: propagated ----------------------------------
+
+my $log_offsets = { map { $_->name => -s $_->logfile } @workers };
+$coord->safe_psql($db, 'CREATE EXTENSION kling');
+my $version =
+  $coord->safe_psql($db,
+	"SELECT extversion FROM pg_extension WHERE extname = 'kling'");
+ok(defined wait_worker($coord, 30), 'coordinator: the kling worker starts');
+is(kling_worker_dbs($coord), $db, "coordinator: its kling worker serves '$db'");
+is( $coord->safe_psql(
+		$db,
+		"SELECT count(*) FROM pg_dist_object WHERE classid = 'pg_extension'::regclass "
+		  . "AND objid = (SELECT oid FROM pg_extension WHERE extname = 'kling')"),
+	'1',
+	'Citus records kling as a distributed object (pg_dist_object)');
+
+for my $w (@workers)
 {
-	diag $n->name . ": " . $n->safe_psql('postgres', "SELECT string_agg(extname||' '||extversion, ', ') FROM pg_extension");
-	diag $n->safe_psql('postgres', "SELECT backend_type, datname FROM pg_stat_activity WHERE backend_type NOT IN ('client backend','checkpointer','walwriter','background writer','autovacuum launcher','logical replication launcher')");
+	my $name = $w->name;
+	is( $w->safe_psql(
+			$db, "SELECT extversion FROM pg_extension WHERE extname = 'kling'"),
+		$version,
+		"$name: CREATE EXTENSION kling was propagated (version $version)");
+	is($w->safe_psql($db,
+			"SELECT count(*) FROM pg_roles WHERE rolname = 'kling_user'"),
+		'1', "$name: the kling_user role came along");
+	ok( wait_log(
+			$w,
+			qr/CREATE EXTENSION IF NOT EXISTS kling\b.*\n(?s:.*)PREPARE TRANSACTION\b(?s:.*)COMMIT PREPARED/,
+			$log_offsets->{$name}, 10),
+		"$name: Citus ran it in a two-phase commit");
 }
-diag $coord->safe_psql('postgres', "SELECT classid::regclass, objid, objsubid FROM pg_dist_object");
-$coord->safe_psql('postgres', "CREATE TABLE scenes (id bigint PRIMARY KEY, prompt text, opts jsonb, task_id bigint, video_url text); SELECT create_distributed_table('scenes', 'id')");
-($r, $o, $e) = $coord->psql('postgres', "CREATE TRIGGER scenes_video BEFORE INSERT ON scenes FOR EACH ROW EXECUTE FUNCTION kling_on_insert('prompt', 'task_id', 'video_url')");
-diag "trigger: $r [$o] [$e]";
-($r, $o, $e) = $coord->psql('postgres', "SET citus.enable_unsafe_triggers = on; CREATE TRIGGER scenes_video BEFORE INSERT ON scenes FOR EACH ROW EXECUTE FUNCTION kling_on_insert('prompt', 'task_id', 'video_url')");
-diag "trigger unsafe: $r [$o] [$e]";
-($r, $o, $e) = $coord->psql('postgres', "INSERT INTO scenes (id, prompt) VALUES (1, 'a fox'), (2, 'an owl'), (3, 'a bear') RETURNING *");
-diag "insert: $r [$o] [$e]";
-sleep 5;
-for my $n (@nodes)
+
+# The launchers look for new databases every 5 s, but a database whose
+# worker found no extension rests until a committed CREATE EXTENSION
+# wakes it; COMMIT PREPARED does not.  15 s: three looks.
+my $deadline = time() + 15;
+usleep(250_000) while time() < $deadline && !grep { kling_worker_dbs($_) ne '' } @workers;
+for my $w (@workers)
 {
-	diag $n->name . ": " . $n->psql('postgres', "SELECT id, status, prompt, video_url, error, delivery_error FROM kling_tasks");
-	diag $n->name . ": " . $n->psql('postgres', "SELECT * FROM scenes");
+	is(kling_worker_dbs($w), '',
+		$w->name . ': no kling worker 15 s after the propagated CREATE EXTENSION'
+		  . ' (committed by COMMIT PREPARED)');
 }
-diag explain mock_stats($url);
-ok(1);
+
+# A restart: the launcher finds the extension in 'postgres' and serves it.
+for my $w (@workers)
+{
+	$w->restart;
+	ok(defined wait_worker($w, 30), $w->name . ': after a restart, the kling worker starts');
+	is(kling_worker_dbs($w), $db, $w->name . ": its kling worker serves '$db'");
+}
+
+# kling works as usual on the coordinator.
+my $t = $coord->safe_psql($db, "SELECT kling_submit('citus: on the coordinator')");
+ok(wait_status($coord, $db, [$t], 'completed', 30),
+	'coordinator: a kling_submit task completes');
+
+# --- a distributed table with the kling_on_insert trigger ----------------
+
+$coord->safe_psql(
+	$db, q{
+CREATE TABLE scenes (id bigint PRIMARY KEY, prompt text, opts jsonb,
+                     task_id bigint, video_url text);
+SELECT create_distributed_table('scenes', 'id');
+});
+is($coord->safe_psql($db,
+		"SELECT count(*) FROM citus_shards WHERE table_name = 'scenes'::regclass"),
+	'32', 'scenes is distributed (32 shards)');
+
+my $trigger_sql =
+    'CREATE TRIGGER scenes_video BEFORE INSERT ON scenes FOR EACH ROW '
+  . "EXECUTE FUNCTION kling_on_insert('prompt', 'task_id', 'video_url')";
+my ($ret, $out, $err) = run_sql($coord, $trigger_sql);
+isnt($ret, 0, 'CREATE TRIGGER kling_on_insert on a distributed table is refused');
+like($err, qr/ERROR:\s+triggers are not supported on distributed tables/,
+	'... with "triggers are not supported on distributed tables"');
+
+($ret, $out, $err) =
+  run_sql($coord, "SET citus.enable_unsafe_triggers = on;\n$trigger_sql");
+is($ret, 0, 'with citus.enable_unsafe_triggers = on it is created') or diag $err;
+for my $w (@workers)
+{
+	# Every shard placement of the worker, and its shell table 'scenes'.
+	my $shards = $coord->safe_psql($db,
+		"SELECT count(*) FROM citus_shards WHERE table_name = 'scenes'::regclass "
+		  . "AND nodeport = " . $w->port);
+	is($w->safe_psql($db,
+			"SELECT count(*) FROM pg_trigger WHERE tgname = 'scenes_video'"),
+		$shards + 1,
+		$w->name . ": the trigger is on its $shards shards and its shell table");
+}
+
+# A multi-shard INSERT (two-phase commit on the workers), then a
+# single-row one: the trigger fires on the worker nodes.
+my $start = time();
+($ret, $out, $err) = run_sql($coord,
+	"INSERT INTO scenes (id, prompt) VALUES (1, 'citus: a fox'), (2, 'citus: an owl'), "
+	  . "(3, 'citus: a bear'), (4, 'citus: a lynx') RETURNING task_id IS NOT NULL");
+is($ret, 0, 'INSERT into the distributed table') or diag $err;
+is($out, join("\n", ('t') x 4), 'every inserted row got a task id');
+$coord->safe_psql($db, "INSERT INTO scenes (id, prompt) VALUES (5, 'citus: one row')");
+
+is($coord->safe_psql($db, "SELECT count(*) FROM kling_tasks WHERE prompt LIKE 'citus: %' AND prompt <> 'citus: on the coordinator'"),
+	'0', "the coordinator's kling_tasks has none of the trigger's tasks");
+my $on_workers = 0;
+$on_workers += $_->safe_psql($db, 'SELECT count(*) FROM kling_tasks') for @workers;
+is($on_workers, 5, "the workers' kling_tasks have the five tasks");
+
+# The workers' kling workers send them and write the URLs back into the
+# shards; how long it took is noted (a COMMIT PREPARED wakes no worker).
+for my $w (@workers)
+{
+	ok(wait_final($w, $db, 60), $w->name . ': its tasks end');
+}
+note sprintf('trigger tasks final %.1f s after the INSERT', time() - $start);
+is($coord->safe_psql($db,
+		"SELECT count(*) FROM scenes WHERE video_url LIKE 'http%'"),
+	'5', 'the coordinator sees a video URL in every row (written back into the shards)');
+is(mock_stats($url)->{creates}, 6, 'the mock created six tasks, each once');
+is(mock_stats($url)->{duplicate_creates}, 0, '... no duplicate');
+
+$_->stop for reverse @nodes;
 done_testing();
