@@ -60,6 +60,7 @@ typedef struct KlingServed
 	char		name[NAMEDATALEN];
 	BackgroundWorkerHandle *handle; /* its worker, if this launcher started it */
 	TimestampTz stopped_at;		/* when its worker last stopped, or 0 */
+	TimestampTz refused_since;	/* no slot for it since then, or 0 */
 	bool		resting;		/* its worker found nothing to serve */
 	bool		said_unserved;	/* the log said why it is not served */
 	bool		seen;			/* in the catalog at the last look */
@@ -264,6 +265,12 @@ kling_serve(KlingServed *db, TimestampTz now)
 
 	if (!kling_slot_assign(db->database_id))
 	{
+		/* A worker that finds no extension frees its slot in a moment. */
+		if (db->refused_since == 0)
+			db->refused_since = now;
+		restart_at = TimestampTzPlusMilliseconds(db->refused_since, KLING_WORKER_RESTART_MS);
+		if (now < restart_at)
+			return restart_at;
 		if (!db->said_unserved)
 			ereport(LOG,
 					(errmsg("kling: database \"%s\" is not served: all %d of kling.max_databases are taken",
@@ -272,6 +279,7 @@ kling_serve(KlingServed *db, TimestampTz now)
 		db->said_unserved = true;
 		return 0;
 	}
+	db->refused_since = 0;
 	if (!kling_slot_read(db->database_id, &slot) || slot.worker_runs)
 		return 0;				/* a worker a launcher before this one started */
 	if (slot.paused_until > now)

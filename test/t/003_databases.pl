@@ -27,7 +27,9 @@ mock_reset($url, { fixed_seconds => 1 });
 
 my $node = new_kling_node('databases', $url,
 	'kling.database_name' => '',
-	'kling.max_in_flight' => '3');
+	'kling.max_in_flight' => '3',
+	# Each database served takes two: its worker and its delivery process.
+	'max_worker_processes' => '16');
 $node->start;
 
 # The kling processes of a database, by type.
