@@ -599,6 +599,29 @@ kling_wake_launcher_at_commit(void)
 }
 
 /*
+ * A COMMIT PREPARED committed, in this database: its transaction's wakes
+ * were dropped at PREPARE (it might have been rolled back), so wake the
+ * worker now, and have the launcher look at the database in case it
+ * created the extension (Citus propagates CREATE EXTENSION that way).
+ */
+void
+kling_wake_after_commit_prepared(void)
+{
+	KlingDatabaseSlot *slot;
+	Latch	   *latch = NULL;
+
+	kling_request_probe(MyDatabaseId);
+	kling_wake_launcher();
+	SpinLockAcquire(&kling_shared->mutex);
+	slot = kling_slot_of(MyDatabaseId);
+	if (slot != NULL)
+		latch = slot->worker_latch;
+	SpinLockRelease(&kling_shared->mutex);
+	if (latch != NULL)
+		SetLatch(latch);
+}
+
+/*
  * Ask for kling_wait callers to be woken when the current transaction
  * commits, because it made tasks final.
  */

@@ -75,6 +75,7 @@ extern void kling_note_cancel_at_commit(void);
 extern uint32 kling_cancels_committed(void);
 extern void kling_wake_launcher_at_commit(void);
 extern void kling_wake_launcher(void);
+extern void kling_wake_after_commit_prepared(void);
 extern void kling_announce_final_at_commit(void);
 extern void kling_sleep_until_final(long timeout_ms);
 extern void kling_stop_sleeping(void);

@@ -5,7 +5,11 @@
  *
  * CREATE EXTENSION kling wakes the launcher as it commits, so that the
  * database is served at once; DROP EXTENSION kling wakes the worker, which
- * finds the extension gone and stops; CREATE DATABASE wakes the launcher.
+ * finds the extension gone and stops; CREATE DATABASE wakes the launcher;
+ * CREATE or ALTER SUBSCRIPTION wakes the worker, which stops if kling_tasks
+ * is now a subscriber's copy.  A prepared transaction's wakes are dropped
+ * at PREPARE, so COMMIT PREPARED wakes both (Citus commits that way on its
+ * worker nodes, CREATE EXTENSION and inserts alike).
  *
  * DROP DATABASE, ALTER DATABASE ... RENAME or SET TABLESPACE, and CREATE
  * DATABASE ... TEMPLATE need the database to themselves: before one of
@@ -111,6 +115,8 @@ kling_process_utility(PlannedStmt *pstmt, const char *queryString,
 			 ((DropStmt *) parsetree)->removeType == OBJECT_EXTENSION &&
 			 kling_names_kling(((DropStmt *) parsetree)->objects))
 		kling_wake_worker_at_commit();
+	else if (IsA(parsetree, CreateSubscriptionStmt) || IsA(parsetree, AlterSubscriptionStmt))
+		kling_wake_worker_at_commit();	/* kling_tasks may be subscribed now */
 
 	if (alone != NULL)
 	{
@@ -143,6 +149,9 @@ kling_process_utility(PlannedStmt *pstmt, const char *queryString,
 
 	if (IsA(parsetree, CreatedbStmt))
 		kling_wake_launcher();
+	else if (IsA(parsetree, TransactionStmt) &&
+			 ((TransactionStmt *) parsetree)->kind == TRANS_STMT_COMMIT_PREPARED)
+		kling_wake_after_commit_prepared();
 	/* A database left out keeps its tasks pending: say so now. */
 	if (IsA(parsetree, CreateExtensionStmt) &&
 		strcmp(((CreateExtensionStmt *) parsetree)->extname, "kling") == 0)

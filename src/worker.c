@@ -566,9 +566,9 @@ kling_housekeeping(KlingRound *round)
 }
 
 /*
- * Whether kling_tasks is a subscriber's copy, at start and once a minute;
- * if so the worker stops after this round.  Meanwhile the claim itself
- * refuses such tasks.
+ * Whether kling_tasks is a subscriber's copy, at most once a second (a
+ * CREATE or ALTER SUBSCRIPTION wakes the worker); if so the worker stops
+ * after this round.  The claim itself refuses such tasks anyway.
  */
 static void
 kling_check_subscribed(void)
@@ -576,7 +576,7 @@ kling_check_subscribed(void)
 	TimestampTz now = GetCurrentTimestamp();
 
 	if (W.subscribed_checked_at != 0 &&
-		!TimestampDifferenceExceeds(W.subscribed_checked_at, now, KLING_SCAN_MAX_MS))
+		!TimestampDifferenceExceeds(W.subscribed_checked_at, now, KLING_SCAN_MIN_MS))
 		return;
 	W.subscribed = kling_store_subscribed();
 	W.subscribed_checked_at = now;
