@@ -203,11 +203,17 @@ kling_take_probes(void)
 	{
 		KlingServed *db = lfirst(lc);
 
-		for (int i = 0; i < n && !all; i++)
-			if (probes[i] == db->database_id)
-				db->resting = false;
-		if (all)
+		bool		probe = all;
+
+		for (int i = 0; i < n && !probe; i++)
+			probe = (probes[i] == db->database_id);
+		/* At once: the worker it had stopped for want of the extension. */
+		if (probe)
+		{
+			kling_slot_unrest(db->database_id);
 			db->resting = false;
+			db->stopped_at = 0;
+		}
 	}
 }
 

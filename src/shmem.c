@@ -235,6 +235,19 @@ kling_slot_free(Oid database_id)
 	SpinLockRelease(&kling_shared->mutex);
 }
 
+/* A CREATE EXTENSION kling committed in the database: its worker may run. */
+void
+kling_slot_unrest(Oid database_id)
+{
+	KlingDatabaseSlot *slot;
+
+	SpinLockAcquire(&kling_shared->mutex);
+	slot = kling_slot_of(database_id);
+	if (slot != NULL)
+		slot->rest = KLING_SERVING;
+	SpinLockRelease(&kling_shared->mutex);
+}
+
 /*
  * Take the databases where CREATE EXTENSION kling committed since the last
  * call; *all is set if more did than were kept.
@@ -257,7 +270,12 @@ kling_probe_requests(Oid *databases, int max, bool *all)
 static void
 kling_request_probe(Oid database_id)
 {
+	KlingDatabaseSlot *slot;
+
 	SpinLockAcquire(&kling_shared->mutex);
+	slot = kling_slot_of(database_id);
+	if (slot != NULL)
+		slot->extension_generation++;
 	if (kling_shared->nprobe < KLING_PROBE_QUEUE)
 		kling_shared->probe[kling_shared->nprobe++] = database_id;
 	else
@@ -407,16 +425,35 @@ kling_shmem_detach_worker(int code, Datum arg)
 	kling_wake_launcher();
 }
 
+/* How many CREATE EXTENSION kling have committed here (it wraps). */
+uint32
+kling_shmem_extension_generation(void)
+{
+	uint32		generation;
+
+	SpinLockAcquire(&kling_shared->mutex);
+	generation = my_slot->extension_generation;
+	SpinLockRelease(&kling_shared->mutex);
+	return generation;
+}
+
 /*
  * Say why this worker stops for good; the launcher does not start another
- * in its database until that changes (kling_wake_launcher_at_commit).
+ * in its database until a CREATE EXTENSION kling commits there.  Refused
+ * (false) if one has committed since the worker read the generation, before
+ * its look: what it saw is already out of date.
  */
-void
-kling_shmem_rest(KlingRest rest)
+bool
+kling_shmem_rest(KlingRest rest, uint32 generation)
 {
+	bool		current;
+
 	SpinLockAcquire(&kling_shared->mutex);
-	my_slot->rest = rest;
+	current = (my_slot->extension_generation == generation);
+	if (current)
+		my_slot->rest = rest;
 	SpinLockRelease(&kling_shared->mutex);
+	return current;
 }
 
 /* Ask the delivery process of the worker's database to exit. */

@@ -55,12 +55,14 @@ extern int	kling_slots_read(KlingSlotView *views, int max);
 extern bool kling_slot_read(Oid database_id, KlingSlotView *view);
 extern bool kling_slot_assign(Oid database_id);
 extern void kling_slot_free(Oid database_id);
+extern void kling_slot_unrest(Oid database_id);
 extern int	kling_probe_requests(Oid *databases, int max, bool *all);
 extern void kling_stop_database(Oid database_id);
 
 /* A worker and a delivery process, in their database. */
 extern bool kling_shmem_attach_worker(void);
-extern void kling_shmem_rest(KlingRest rest);
+extern uint32 kling_shmem_extension_generation(void);
+extern bool kling_shmem_rest(KlingRest rest, uint32 generation);
 extern void kling_stop_deliverer(void);
 extern bool kling_shmem_attach_deliverer(int64 *stuck);
 extern void kling_shmem_set_delivering(int64 id);

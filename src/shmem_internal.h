@@ -32,6 +32,7 @@ typedef struct KlingDatabaseSlot
 	int64		delivering;		/* the task whose delivery runs now, or 0;
 								 * left set by a process that died in it */
 	KlingRest	rest;			/* why its worker stopped for good, if so */
+	uint32		extension_generation;	/* bumped by CREATE EXTENSION kling */
 	TimestampTz paused_until;	/* a statement needs the database alone */
 	int			in_flight;		/* its tasks counting against the budget */
 	bool		wants_more;		/* pending tasks wait for budget */

@@ -6,8 +6,9 @@
  * CREATE EXTENSION kling wakes the launcher as it commits, so that the
  * database is served at once; DROP EXTENSION kling wakes the worker, which
  * finds the extension gone and stops; CREATE DATABASE wakes the launcher;
- * CREATE or ALTER SUBSCRIPTION wakes the worker, which stops if kling_tasks
- * is now a subscriber's copy.  A prepared transaction's wakes are dropped
+ * CREATE, ALTER or DROP SUBSCRIPTION wakes both: the worker stops if
+ * kling_tasks is now a subscriber's copy, and one comes back if it is no
+ * longer.  A prepared transaction's wakes are dropped
  * at PREPARE, so COMMIT PREPARED wakes both (Citus commits that way on its
  * worker nodes, CREATE EXTENSION and inserts alike).
  *
@@ -115,8 +116,9 @@ kling_process_utility(PlannedStmt *pstmt, const char *queryString,
 			 ((DropStmt *) parsetree)->removeType == OBJECT_EXTENSION &&
 			 kling_names_kling(((DropStmt *) parsetree)->objects))
 		kling_wake_worker_at_commit();
-	else if (IsA(parsetree, CreateSubscriptionStmt) || IsA(parsetree, AlterSubscriptionStmt))
-		kling_wake_worker_at_commit();	/* kling_tasks may be subscribed now */
+	else if (IsA(parsetree, CreateSubscriptionStmt) || IsA(parsetree, AlterSubscriptionStmt) ||
+			 IsA(parsetree, DropSubscriptionStmt))
+		kling_wake_launcher_at_commit();	/* kling_tasks may be subscribed, or no more */
 
 	if (alone != NULL)
 	{

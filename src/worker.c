@@ -93,6 +93,7 @@ typedef struct KlingWorkerState
 	MemoryContext sent_context; /* what each request in flight was for */
 	bool		extension_present;
 	bool		announced;		/* the log said it serves its database */
+	uint32		extension_generation;	/* as the round began */
 	bool		subscribed;		/* kling_tasks is a subscriber's copy */
 	TimestampTz subscribed_checked_at;
 	Oid			schedule_extension; /* the extension the schedule is of */
@@ -303,6 +304,7 @@ kling_worker_round(void)
 
 	/* Commits from now on wake the loop again. */
 	kling_take_wake();
+	W.extension_generation = kling_shmem_extension_generation();
 	kling_take_results(&round);
 
 	PG_TRY();
@@ -871,12 +873,17 @@ kling_worker_announce(void)
 
 /*
  * Stop for good: nothing to serve here.  The launcher starts no worker in
- * this database again until the reason goes (a CREATE EXTENSION kling).
+ * this database again until a CREATE EXTENSION kling there.
  */
 static void
 kling_worker_rest(KlingRest rest)
 {
-	kling_shmem_rest(rest);
+	/* The extension came back during the round: look again instead. */
+	if (!kling_shmem_rest(rest, W.extension_generation))
+	{
+		W.next_due = GetCurrentTimestamp();
+		return;
+	}
 	kling_stop_deliverer();
 	if (W.announced)
 		ereport(LOG,
