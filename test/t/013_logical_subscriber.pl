@@ -26,6 +26,7 @@ mock_reset($url, { fixed_seconds => 0.5 });
 
 # The publisher holds its tasks pending (no key yet) while they are copied.
 my $publisher = new_kling_node('publisher', $url, 'wal_level' => 'logical',
+	'max_wal_senders' => '4', 'max_replication_slots' => '4',
 	'kling.api_key' => '');
 my $subscriber = new_kling_node('subscriber', $url);
 $_->start for $publisher, $subscriber;
@@ -35,7 +36,7 @@ ok(defined wait_worker($subscriber, 30), 'the subscriber serves its database');
 my @ids = map { $publisher->safe_psql($db, "SELECT kling_submit('published $_')") } 1 .. 3;
 $publisher->safe_psql($db, 'CREATE PUBLICATION tasks FOR TABLE kling_tasks');
 usleep(1_200_000);    # the worker looks at most once a second
-my $connstr = $publisher->connstr($db);
+(my $connstr = $publisher->connstr($db)) =~ s/'/''/g;
 $subscriber->safe_psql($db,
 	"CREATE SUBSCRIPTION tasks CONNECTION '$connstr' PUBLICATION tasks");
 ok(wait_until($subscriber, $db,
