@@ -45,6 +45,11 @@ ok(wait_until($subscriber, $db,
 ok(wait_log($subscriber, qr/kling worker stopped: kling_tasks here is a logical replication subscriber's copy/, 0, 30),
 	'its worker stops in that database, saying why');
 
+# A reload makes a worker run a round: one still serving the subscriber's
+# database would send the pending rows now.
+$subscriber->reload;
+usleep(1_000_000);
+
 # Now the publisher sends them.
 $publisher->append_conf('postgresql.conf', "kling.api_key = 'test-key'\n");
 $publisher->reload;
