@@ -11,6 +11,7 @@ OBJS = \
 	src/utility_hook.o \
 	src/shmem.o \
 	src/account.o \
+	src/cluster.o \
 	src/options.o \
 	src/protocol.o \
 	src/secret.o \

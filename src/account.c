@@ -19,16 +19,15 @@
 #include "utils/timestamp.h"
 
 #include "account.h"
-#include "settings.h"
 #include "shmem_internal.h"
 
 /*
- * Reserve up to want more places in the account's budget for this
- * database, which has in_flight tasks counting already; returns how many
- * it got.  The caller publishes its count again once it has claimed them.
+ * Reserve up to want more places in the account's budget (limit: this
+ * server's part of it) for this database, which has in_flight tasks
+ * counting already; returns how many it got.  The caller publishes its count again once it has claimed them.
  */
 int
-kling_budget_take(int in_flight, int want)
+kling_budget_take(int in_flight, int want, int limit)
 {
 	KlingDatabaseSlot *mine;
 	int			total = 0;
@@ -49,10 +48,10 @@ kling_budget_take(int in_flight, int want)
 		if (slot->wants_more)
 			waiting++;
 	}
-	allowance = kling_max_in_flight - total;
+	allowance = limit - total;
 	if (waiting > 1)
 	{
-		int			share = (kling_max_in_flight + waiting - 1) / waiting;
+		int			share = (limit + waiting - 1) / waiting;
 
 		allowance = Min(allowance, share - in_flight);
 	}

@@ -11,7 +11,7 @@
 
 #include "datatype/timestamp.h"
 
-extern int	kling_budget_take(int in_flight, int want);
+extern int	kling_budget_take(int in_flight, int want, int limit);
 extern void kling_budget_publish(int in_flight, bool wants_more);
 extern void kling_account_hold(TimestampTz until, const char *reason);
 extern TimestampTz kling_account_held_until(char *reason, Size reason_size);

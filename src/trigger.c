@@ -30,6 +30,7 @@
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
+#include "cluster.h"
 #include "options.h"
 #include "sql_api.h"
 
@@ -187,7 +188,8 @@ kling_on_insert(PG_FUNCTION_ARGS)
 		return PointerGetDatum(tuple);
 	}
 
-	target.table = RelationGetRelid(rel);
+	/* On a Citus shard: the distributed table, wherever the shard moves. */
+	target.table = kling_cluster_logical_table(rel);
 	target.id_column = trigdata->tg_trigger->tgargs[1];
 	target.url_column = trigdata->tg_trigger->tgargs[2];
 	id = Int64GetDatum(kling_enqueue(prompt, a.opts, &target));

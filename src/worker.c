@@ -41,6 +41,7 @@
 #include "utils/timestamp.h"
 
 #include "account.h"
+#include "cluster.h"
 #include "delivery.h"
 #include "http.h"
 #include "launcher.h"
@@ -110,6 +111,8 @@ typedef struct KlingWorkerState
 
 	int			in_flight;		/* tasks counting against max_in_flight */
 	bool		budget_short;	/* the account's budget held sends back */
+	int			account_limit;	/* this server's part of kling.max_in_flight */
+	TimestampTz limit_checked_at;
 	TimestampTz counted_at;
 	TimestampTz expired_at;
 	TimestampTz checked_at;		/* the poll schedule against the table */
@@ -164,6 +167,7 @@ static void kling_apply_isolated(KlingTaskUpdate *update, KlingIds *made_final);
 static void kling_housekeeping(KlingRound *round);
 static void kling_recover(KlingRound *round);
 static void kling_check_subscribed(void);
+static void kling_check_account_limit(void);
 static void kling_check_schedule(void);
 static void kling_schedule_task(const KlingAtProvider *t, void *arg);
 static void kling_count_in_flight(KlingRound *round);
@@ -551,6 +555,7 @@ kling_housekeeping(KlingRound *round)
 
 	kling_recover(round);
 	kling_check_subscribed();
+	kling_check_account_limit();
 
 	/* Expiry is due every tenth of the timeout, within those bounds. */
 	if (TimestampDifferenceExceeds(W.expired_at, now,
@@ -582,6 +587,22 @@ kling_check_subscribed(void)
 		return;
 	W.subscribed = kling_store_subscribed();
 	W.subscribed_checked_at = now;
+}
+
+/*
+ * This server's part of kling.max_in_flight: all of it, or its share on a
+ * Citus cluster (cluster.c), looked at most once a second.
+ */
+static void
+kling_check_account_limit(void)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (W.limit_checked_at != 0 &&
+		!TimestampDifferenceExceeds(W.limit_checked_at, now, KLING_SCAN_MIN_MS))
+		return;
+	W.account_limit = kling_cluster_share(kling_max_in_flight);
+	W.limit_checked_at = now;
 }
 
 /*
@@ -731,7 +752,7 @@ static void
 kling_claim_creates(KlingRound *round)
 {
 	int			want = Min(KLING_MAX_REQUESTS - kling_http_active(),
-						   kling_max_in_flight - W.in_flight);
+						   W.account_limit - W.in_flight);
 	int			granted;
 	ListCell   *lc;
 
@@ -742,7 +763,7 @@ kling_claim_creates(KlingRound *round)
 		return;
 	}
 	/* The budget is the account's: other databases may hold part of it. */
-	granted = kling_budget_take(W.in_flight, want);
+	granted = kling_budget_take(W.in_flight, want, W.account_limit);
 	W.budget_short = (granted < want);
 	if (granted == 0)
 		return;

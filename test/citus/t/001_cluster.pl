@@ -1,4 +1,4 @@
-# test/citus/t/001_cluster_smoke.pl: kling on a Citus 12.1 cluster
+# test/citus/t/001_cluster.pl: kling on a Citus 12.1 cluster
 #
 # A coordinator and two workers on loopback, each preloading citus and
 # kling and pointed at the mock.  What this records (observed with Citus
@@ -236,6 +236,57 @@ note sprintf('observed: the single-row INSERT\'s URL was there %.1f s after it',
 
 is(mock_stats($url)->{creates}, 6, 'the mock created six tasks, each once');
 is(mock_stats($url)->{duplicate_creates}, 0, '... no duplicate');
+
+# --- one account across the nodes ------------------------------------------
+# kling.max_in_flight = 3 on every node: three nodes, a share of one each,
+# so the provider never holds more than 3 of the cluster's tasks at once.
+for my $node (@nodes)
+{
+	$node->append_conf('postgresql.conf', "kling.max_in_flight = 3\n");
+	$node->reload;
+}
+usleep(1_500_000);    # the workers look at their share at most once a second
+$_->reload for @nodes;
+mock_reset($url, { fixed_seconds => 0.6 });
+$coord->safe_psql($db,
+	"INSERT INTO scenes (id, prompt) SELECT i, 'citus: budget ' || i FROM generate_series(11, 22) i");
+$coord->safe_psql($db, "SELECT kling_submit('citus: budget on the coordinator ' || i) FROM generate_series(1, 3) i");
+ok(wait_final($_, $db, 60), $_->name . ': the budget round ends') for @nodes;
+is($coord->safe_psql($db, "SELECT count(*) FROM scenes WHERE id BETWEEN 11 AND 22 AND video_url LIKE 'http%'"),
+	'12', 'every row of the second INSERT has its video URL');
+cmp_ok(mock_stats($url)->{max_in_flight}, '<=', 3,
+	'three nodes sending at once never exceeded kling.max_in_flight (3) together');
+note 'observed: the provider held at most ' . mock_stats($url)->{max_in_flight} . ' at once';
+
+# One query on the coordinator reports the whole cluster's history.
+my $total = 0;
+$total += $_->safe_psql($db, 'SELECT count(*) FROM kling_tasks') for @nodes;
+is($coord->safe_psql($db,
+		"SELECT sum(result::bigint) FROM run_command_on_all_nodes('SELECT count(*) FROM kling_tasks')"),
+	$total, "one query on the coordinator counts every node's tasks ($total)");
+
+# --- a shard moved while its row's task is in flight ------------------------
+mock_call($url, 'POST', '/__mock/config', { fixed_seconds => 4 });
+$coord->safe_psql($db, "INSERT INTO scenes (id, prompt) VALUES (30, 'citus: moved mid-flight')");
+my ($shard, $from) = split /\|/, $coord->safe_psql($db,
+	"SELECT shardid, nodeport FROM citus_shards"
+	  . " WHERE shardid = get_shard_id_for_distribution_column('scenes', 30)");
+my ($holder) = grep { $_->port == $from } @workers;
+my ($other) = grep { $_->port != $from } @workers;
+ok(wait_until($holder, $db,
+		"SELECT status IN ('queued', 'generating') FROM kling_tasks WHERE prompt = 'citus: moved mid-flight'",
+		't', 20),
+	'the moving row\'s task is at the provider');
+($ret, $out, $err) = run_sql($coord,
+	"SELECT citus_move_shard_placement($shard, '127.0.0.1', $from, '127.0.0.1', "
+	  . $other->port . ", shard_transfer_mode := 'block_writes')");
+is($ret, 0, 'citus_move_shard_placement moves its shard to the other worker') or diag $err;
+is($coord->safe_psql($db,
+		"SELECT nodeport FROM citus_shards WHERE shardid = $shard"),
+	$other->port, '... which holds it now');
+ok(wait_until($coord, $db, "SELECT video_url LIKE 'http%' FROM scenes WHERE id = 30", 't', 30),
+	'the URL reaches the moved row (written back through the distributed table)');
+is(mock_created($url, 'citus: moved mid-flight'), 1, 'its task was sent once');
 
 $_->stop for reverse @nodes;
 done_testing();
