@@ -265,6 +265,16 @@ is($coord->safe_psql($db,
 		"SELECT sum(result::bigint) FROM run_command_on_all_nodes('SELECT count(*) FROM kling_tasks')"),
 	$total, "one query on the coordinator counts every node's tasks ($total)");
 
+# ... and kling_stats, summed over the nodes (the README's query).
+is($coord->safe_psql($db, q{
+SELECT sum(s.submitted)
+FROM run_command_on_all_nodes(
+       'SELECT coalesce(json_agg(s), ''[]'') FROM kling_stats s') AS r,
+     json_to_recordset(r.result::json)
+       AS s(day date, model text, submitted bigint, completed bigint,
+            failed bigint, credits_used numeric)}),
+	$total, "kling_stats over all nodes from the coordinator counts them too");
+
 # --- a shard moved while its row's task is in flight ------------------------
 mock_call($url, 'POST', '/__mock/config', { fixed_seconds => 4 });
 $coord->safe_psql($db, "INSERT INTO scenes (id, prompt) VALUES (30, 'citus: moved mid-flight')");
