@@ -59,6 +59,7 @@ static void kling_shmem_detach_launcher(int code, Datum arg);
 static void kling_xact_callback(XactEvent event, void *arg);
 static void kling_watch_commit(void);
 static void kling_request_probe(Oid database_id);
+static void kling_view_of(KlingDatabaseSlot *slot, KlingSlotView *view);
 
 /*
  * Install the hooks that reserve and create the shared state.  Called from
@@ -152,6 +153,17 @@ kling_shmem_detach_launcher(int code, Datum arg)
 	SpinLockRelease(&kling_shared->mutex);
 }
 
+/* What the launcher sees of a slot.  Called with the mutex held. */
+static void
+kling_view_of(KlingDatabaseSlot *slot, KlingSlotView *view)
+{
+	view->database_id = slot->database_id;
+	view->attached = (slot->worker_pid != 0 || slot->delivery_pid != 0);
+	view->worker_runs = (slot->worker_pid != 0);
+	view->rest = slot->rest;
+	view->paused_until = slot->paused_until;
+}
+
 /* Copy what the launcher needs of the slots in use; returns how many. */
 int
 kling_slots_read(KlingSlotView *views, int max)
@@ -165,12 +177,7 @@ kling_slots_read(KlingSlotView *views, int max)
 
 		if (!OidIsValid(slot->database_id))
 			continue;
-		views[n].database_id = slot->database_id;
-		views[n].attached = (slot->worker_pid != 0 || slot->delivery_pid != 0);
-		views[n].worker_runs = (slot->worker_pid != 0);
-		views[n].rest = slot->rest;
-		views[n].paused_until = slot->paused_until;
-		n++;
+		kling_view_of(slot, &views[n++]);
 	}
 	SpinLockRelease(&kling_shared->mutex);
 	return n;
@@ -185,13 +192,7 @@ kling_slot_read(Oid database_id, KlingSlotView *view)
 	SpinLockAcquire(&kling_shared->mutex);
 	slot = kling_slot_of(database_id);
 	if (slot != NULL)
-	{
-		view->database_id = database_id;
-		view->attached = (slot->worker_pid != 0 || slot->delivery_pid != 0);
-		view->worker_runs = (slot->worker_pid != 0);
-		view->rest = slot->rest;
-		view->paused_until = slot->paused_until;
-	}
+		kling_view_of(slot, view);
 	SpinLockRelease(&kling_shared->mutex);
 	return slot != NULL;
 }

@@ -166,6 +166,7 @@ static void kling_write_results(KlingRound *round, bool isolate);
 static void kling_apply_isolated(KlingTaskUpdate *update, KlingIds *made_final);
 static void kling_housekeeping(KlingRound *round);
 static void kling_recover(KlingRound *round);
+static bool kling_once_a_second(TimestampTz *at);
 static void kling_check_subscribed(void);
 static void kling_check_account_limit(void);
 static void kling_check_schedule(void);
@@ -572,6 +573,18 @@ kling_housekeeping(KlingRound *round)
 	kling_check_config();
 }
 
+/* Whether a look last taken at *at (0: never) is due again; if so, now. */
+static bool
+kling_once_a_second(TimestampTz *at)
+{
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (*at != 0 && !TimestampDifferenceExceeds(*at, now, KLING_SCAN_MIN_MS))
+		return false;
+	*at = now;
+	return true;
+}
+
 /*
  * Whether kling_tasks is a subscriber's copy, at most once a second (a
  * CREATE or ALTER SUBSCRIPTION wakes the worker); if so the worker stops
@@ -580,13 +593,8 @@ kling_housekeeping(KlingRound *round)
 static void
 kling_check_subscribed(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (W.subscribed_checked_at != 0 &&
-		!TimestampDifferenceExceeds(W.subscribed_checked_at, now, KLING_SCAN_MIN_MS))
-		return;
-	W.subscribed = kling_store_subscribed();
-	W.subscribed_checked_at = now;
+	if (kling_once_a_second(&W.subscribed_checked_at))
+		W.subscribed = kling_store_subscribed();
 }
 
 /*
@@ -596,13 +604,8 @@ kling_check_subscribed(void)
 static void
 kling_check_account_limit(void)
 {
-	TimestampTz now = GetCurrentTimestamp();
-
-	if (W.limit_checked_at != 0 &&
-		!TimestampDifferenceExceeds(W.limit_checked_at, now, KLING_SCAN_MIN_MS))
-		return;
-	W.account_limit = kling_cluster_share(kling_max_in_flight);
-	W.limit_checked_at = now;
+	if (kling_once_a_second(&W.limit_checked_at))
+		W.account_limit = kling_cluster_share(kling_max_in_flight);
 }
 
 /*
