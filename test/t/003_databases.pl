@@ -65,6 +65,7 @@ ok(wait_until($node, 'postgres',
 
 # Five tasks in each database: all complete, within the account's budget.
 my %ids;
+my ($ret, $out, $err);
 for my $db (@dbs)
 {
 	$ids{$db} = [ map { $node->safe_psql($db, "SELECT kling_submit('$db task $_')") } 1 .. 5 ];
@@ -76,6 +77,22 @@ cmp_ok(mock_stats($url)->{max_in_flight}, '<=', 3,
 	'the provider never held more than kling.max_in_flight (3) tasks at once');
 is(mock_stats($url)->{duplicate_creates}, 0, 'no create was sent twice');
 
+# A role that may not drop, rename or copy a database cannot stop its
+# worker by trying: only a role allowed to run the statement makes kling's
+# processes leave the database first.
+$node->safe_psql('postgres', 'CREATE ROLE mallory LOGIN CREATEDB');
+my $worker_of_shop4 = "SELECT pid FROM pg_stat_activity WHERE backend_type = 'kling worker' AND datname = 'shop4'";
+my $pid4 = $node->safe_psql('postgres', $worker_of_shop4);
+for my $sql ('DROP DATABASE shop4', 'ALTER DATABASE shop4 RENAME TO stolen',
+	'CREATE DATABASE copied TEMPLATE shop4', 'DROP DATABASE shop4 WITH (FORCE)')
+{
+	($ret, $out, $err) = $node->psql('postgres', $sql, extra_params => [ '-U', 'mallory' ]);
+	isnt($ret, 0, "mallory (not the owner): $sql fails");
+}
+usleep(500_000);
+is($node->safe_psql('postgres', $worker_of_shop4), $pid4,
+	"shop4's worker ran on throughout: nobody else's statement stopped it");
+
 # A plain DROP DATABASE while tasks are at the provider; a DROP EXTENSION.
 mock_call($url, 'POST', '/__mock/config', { fixed_seconds => 4 });
 $node->safe_psql('shop1', "SELECT kling_submit('shop1 in flight $_')") for 1 .. 2;
@@ -83,7 +100,7 @@ $node->safe_psql('shop2', "SELECT kling_submit('shop2 in flight')");
 ok(wait_until($node, 'shop1',
 		"SELECT count(*) > 0 FROM kling_tasks WHERE status IN ('queued', 'generating')", 't', 20),
 	'shop1 has tasks at the provider');
-my ($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE shop1');
+($ret, $out, $err) = $node->psql('postgres', 'DROP DATABASE shop1');
 is($ret, 0, 'a plain DROP DATABASE of a served database with tasks in flight works')
   or diag $err;
 ($ret, $out, $err) = $node->psql('shop2', 'DROP EXTENSION kling');
