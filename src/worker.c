@@ -234,6 +234,7 @@ kling_worker_main(Datum main_arg)
 			ProcessConfigFile(PGC_SIGHUP);
 			/* A new key or URL may cure a hold: try again now. */
 			kling_account_release();
+			W.limit_checked_at = 0;	/* kling.max_in_flight may have changed */
 			W.hold_until = 0;
 			W.hold_ms = 0;
 			W.config_checked = false;
