@@ -37,8 +37,10 @@ typedef enum KlingClaimPlanId
  * each has in flight as turns taken (an owner with none goes before one
  * with two), so that a role with ten thousand pending tasks does not hold
  * back another role's one by more than one freed place: the owners are
- * walked through kling_tasks_send_owner_idx, one index probe each, and
- * their tasks in flight counted through kling_tasks_owner_in_flight_idx.
+ * walked through kling_tasks_send_owner_idx, one index probe each, and,
+ * when more than one owner waits, their tasks in flight are counted through
+ * kling_tasks_owner_in_flight_idx, up to the claim's limit (more would not
+ * change the order).
  * Claimed rows are locked in a subquery and then written by key: "id = ANY
  * (ARRAY(...))" makes that an index scan, where a join was planned as a
  * scan of the whole table.  Nothing is claimed from a table that a logical
@@ -51,19 +53,21 @@ static KlingPlan kling_claim_plans[KLING_NUM_CLAIM_PLANS] = {
 		"  UNION ALL"
 		"  SELECT (SELECT t.owner FROM %1$s t WHERE t.status = 'pending' AND t.owner > o.owner"
 		"          ORDER BY t.owner LIMIT 1)"
-		"  FROM owners o WHERE o.owner IS NOT NULL)"
+		"  FROM owners o WHERE o.owner IS NOT NULL),"
+		" waiting AS (SELECT owner FROM owners WHERE owner IS NOT NULL)"
 		"UPDATE %1$s SET status = 'submitting', updated_at = now()"
 		" WHERE id = ANY (ARRAY("
-		"   SELECT c.id FROM owners o"
-		"   CROSS JOIN LATERAL (SELECT count(*) AS n FROM %1$s f WHERE f.owner = o.owner"
-		"                       AND f.status IN ('submitting', 'queued', 'generating')) busy"
+		"   SELECT c.id FROM waiting o"
+		"   CROSS JOIN LATERAL (SELECT CASE WHEN (SELECT count(*) FROM waiting) > 1"
+		"     THEN (SELECT count(*) FROM (SELECT FROM %1$s f WHERE f.owner = o.owner"
+		"           AND f.status IN ('submitting', 'queued', 'generating') LIMIT $1) f)"
+		"     ELSE 0 END AS n) busy"
 		"   CROSS JOIN LATERAL ("
 		"     SELECT l.id, busy.n + row_number() OVER (ORDER BY l.id) AS turn FROM ("
 		"       SELECT t.id FROM %1$s t WHERE t.status = 'pending' AND t.owner = o.owner"
 		"       AND t.next_attempt_at <= now()"
 		"       AND NOT EXISTS (SELECT FROM pg_catalog.pg_subscription_rel WHERE srrelid = $2)"
 		"       ORDER BY t.id LIMIT $1 FOR UPDATE SKIP LOCKED) l) c"
-		"   WHERE o.owner IS NOT NULL"
 		"   ORDER BY c.turn, c.id LIMIT $1))"
 		" RETURNING id, prompt, opts, attempts",
 		2, {INT4OID, OIDOID}
