@@ -1,4 +1,7 @@
-# test/t/012_fairness.pl: nobody's bulk starves another's single task
+# test/t/012_fairness.pl: one account, shared fairly
+#
+# Nobody's bulk starves another's single task, and a refused account holds
+# every database.
 #
 # Within a database, pending tasks are taken in turns across their owners,
 # counting what each has in flight; across databases, each waiting
@@ -88,6 +91,29 @@ cmp_ok($at - $before, '<=', 2,
 ok(wait_final($node, 'postgres', 120), 'the bulk ends too');
 cmp_ok(mock_stats($url)->{max_in_flight}, '<=', 2,
 	'the two databases together never exceeded kling.max_in_flight');
+
+#
+# The provider refuses the account (401): every database holds, not only
+# the one whose worker heard it.  A hold lasts kling.poll_interval at first.
+#
+mock_reset($url, { fixed_seconds => 0.4, api_key => 'rotated-key' });
+$node->append_conf('postgresql.conf', "kling.poll_interval = 4s\n");
+$node->reload;
+usleep(500_000);
+my $refused = $node->safe_psql('postgres', "SELECT kling_submit('refused: the account is held')");
+ok(wait_until($node, 'postgres',
+		"SELECT error LIKE '%refused the API key%' FROM kling_tasks WHERE id = $refused", 't', 10),
+	"one database's worker hears the 401 and holds");
+my $held = $node->safe_psql('second', "SELECT kling_submit('held in the other database')");
+usleep(1_500_000);
+is(mock_stats($url)->{create_requests}, 1,
+	'the other database sends nothing meanwhile: the hold is the account\'s');
+is($node->safe_psql('second', "SELECT status FROM kling_tasks WHERE id = $held"),
+	'pending', '... its task waits, pending');
+mock_call($url, 'POST', '/__mock/config', { api_key => 'test-key' });
+$node->append_conf('postgresql.conf', "kling.poll_interval = 100ms\n");
+$node->reload;
+ok(wait_final($node, $_, 30), "after the key is accepted again, $_ goes on") for qw(postgres second);
 
 $node->stop('fast');
 stop_mock();
