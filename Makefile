@@ -12,6 +12,8 @@ OBJS = \
 	src/shmem.o \
 	src/account.o \
 	src/cluster.o \
+	src/models.o \
+	src/images.o \
 	src/options.o \
 	src/protocol.o \
 	src/secret.o \
@@ -39,7 +41,7 @@ OBJS = \
 
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
-REGRESS = install upgrade validation normalize lifecycle protocol policy security grants reporting
+REGRESS = install upgrade validation normalize lifecycle protocol policy security grants reporting models
 REGRESS_OPTS = \
 	--temp-instance=build/regress/tmp_check \
 	--outputdir=build/regress \

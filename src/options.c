@@ -33,15 +33,21 @@
 #include "utils/numeric.h"
 
 #include "compat.h"
+#include "images.h"
+#include "models.h"
 #include "options.h"
 #include "subxact.h"
 
 typedef enum KlingOptionKind
 {
+	KLING_OPT_MODEL,			/* a model of models.c */
 	KLING_OPT_CHOICE,			/* a string from a fixed list */
 	KLING_OPT_TEXT,				/* a string of limited length */
 	KLING_OPT_DURATION,			/* 5 or 10, given as a number or a string */
 	KLING_OPT_UNIT_NUMBER,		/* a number from 0 to 1 */
+	KLING_OPT_BOOLEAN,			/* true or false */
+	KLING_OPT_IMAGE,			/* an http(s) URL or a data URL of an image */
+	KLING_OPT_MASKS,			/* dynamic masks: images with trajectories */
 	KLING_OPT_ANY,				/* any JSON value but null */
 	KLING_OPT_CALLBACK			/* a function taking a kling_tasks row */
 } KlingOptionKind;
@@ -50,19 +56,10 @@ typedef struct KlingOption
 {
 	const char *name;
 	KlingOptionKind kind;
+	uint32		field;			/* its bit in a model's rules; 0: the extension's own */
 	const char *const *choices; /* for KLING_OPT_CHOICE */
-	const char *default_json;	/* filled in when absent, or NULL */
-	bool		sent;			/* part of the provider's create body */
+	const char *default_json;	/* filled in when absent and the model takes it */
 } KlingOption;
-
-static const char *const kling_models[] = {
-	KLING_DEFAULT_MODEL,
-	"klingai/v2-master-text-to-video",
-	"klingai/v2.5-turbo/pro/text-to-video",
-	"kling-video/v1.6/standard/text-to-video",
-	"kling-video/v1.6/pro/text-to-video",
-	NULL
-};
 
 static const char *const kling_aspect_ratios[] = {"16:9", "9:16", "1:1", NULL};
 
@@ -70,25 +67,36 @@ static const char *const kling_camera_controls[] = {
 	"down_back", "forward_up", "right_turn_forward", "left_turn_forward", NULL
 };
 
+/* Every option of every model; a model's rules say which it takes. */
 static const KlingOption kling_options[] = {
-	{"model", KLING_OPT_CHOICE, kling_models, "\"" KLING_DEFAULT_MODEL "\"", true},
-	{"negative_prompt", KLING_OPT_TEXT, NULL, NULL, true},
-	{"aspect_ratio", KLING_OPT_CHOICE, kling_aspect_ratios, "\"16:9\"", true},
-	{"duration", KLING_OPT_DURATION, NULL, "5", true},
-	{"cfg_scale", KLING_OPT_UNIT_NUMBER, NULL, NULL, true},
-	{"camera_control", KLING_OPT_CHOICE, kling_camera_controls, NULL, true},
-	{"external_task_id", KLING_OPT_TEXT, NULL, NULL, true},
-	{"context", KLING_OPT_ANY, NULL, NULL, false},
-	{"callback", KLING_OPT_CALLBACK, NULL, NULL, false},
+	{"model", KLING_OPT_MODEL, 0, NULL, "\"" KLING_DEFAULT_MODEL "\""},
+	{"image_url", KLING_OPT_IMAGE, KLING_F_IMAGE_URL, NULL, NULL},
+	{"tail_image_url", KLING_OPT_IMAGE, KLING_F_TAIL_IMAGE_URL, NULL, NULL},
+	{"negative_prompt", KLING_OPT_TEXT, KLING_F_NEGATIVE_PROMPT, NULL, NULL},
+	{"aspect_ratio", KLING_OPT_CHOICE, KLING_F_ASPECT_RATIO, kling_aspect_ratios, "\"16:9\""},
+	{"duration", KLING_OPT_DURATION, KLING_F_DURATION, NULL, "5"},
+	{"cfg_scale", KLING_OPT_UNIT_NUMBER, KLING_F_CFG_SCALE, NULL, NULL},
+	{"camera_control", KLING_OPT_CHOICE, KLING_F_CAMERA_CONTROL, kling_camera_controls, NULL},
+	{"external_task_id", KLING_OPT_TEXT, KLING_F_EXTERNAL_TASK_ID, NULL, NULL},
+	{"generate_audio", KLING_OPT_BOOLEAN, KLING_F_GENERATE_AUDIO, NULL, "true"},
+	{"static_mask", KLING_OPT_IMAGE, KLING_F_STATIC_MASK, NULL, NULL},
+	{"dynamic_masks", KLING_OPT_MASKS, KLING_F_DYNAMIC_MASKS, NULL, NULL},
+	{"context", KLING_OPT_ANY, 0, NULL, NULL},
+	{"callback", KLING_OPT_CALLBACK, 0, NULL, NULL},
 };
 
 #define KLING_NUM_OPTIONS ((int) lengthof(kling_options))
+
+/* The provider's limits on dynamic masks. */
+#define KLING_MAX_MASKS 6
+#define KLING_MIN_TRAJECTORY 2
+#define KLING_MAX_TRAJECTORY 77
 
 /* Nesting allowed in the user's own "context" value. */
 #define KLING_MAX_CONTEXT_DEPTH 100
 
 static const KlingOption *kling_find_option(const char *name);
-static char *kling_option_names(void);
+static char *kling_option_names(const KlingModel *model);
 static char *kling_choice_list(const char *const *choices);
 static const char *kling_json_type_name(const JsonbValue *v);
 static char *kling_json_value_text(const JsonbValue *v);
@@ -98,7 +106,8 @@ static int	kling_json_depth(const JsonbValue *v, int limit);
 static Oid	kling_lookup_function(const char *signature, char **why);
 static bool kling_is_task_row_type(Oid type);
 static char *kling_normalize_callback(const KlingOption *opt, const JsonbValue *v);
-static void kling_append_options(StringInfo buf, char *const *normalized);
+static void kling_append_options(StringInfo buf, const KlingModel *model,
+								 char *const *normalized);
 
 /*
  * Whether a character shows nothing: white space (Unicode's too), control
@@ -115,10 +124,8 @@ kling_is_invisible(pg_wchar c)
 
 /* Whether a prompt has no visible character. */
 bool
-kling_prompt_is_blank(text *prompt)
+kling_prompt_is_blank(const char *s, int len)
 {
-	const char *s = VARDATA_ANY(prompt);
-	int			len = VARSIZE_ANY_EXHDR(prompt);
 	pg_wchar   *chars = palloc((len + 1) * sizeof(pg_wchar));
 	int			nchars = pg_mb2wchar_with_len(s, chars, len);
 	bool		blank = true;
@@ -130,19 +137,23 @@ kling_prompt_is_blank(text *prompt)
 }
 
 /*
- * Check the prompt: present, not blank, within the provider's limit.
+ * Check the prompt: present, within the provider's limit, and not blank
+ * for a model that requires one.
  */
-void
-kling_check_prompt(text *prompt)
+static void
+kling_check_prompt(text *prompt, const KlingModel *model)
 {
 	int			nchars;
 
 	if (prompt == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("prompt must not be null")));
+				 errmsg("prompt must not be null"),
+				 (model->required & KLING_F_PROMPT) ? 0 :
+				 errhint("Model \"%s\" needs no prompt: pass an empty string.", model->name)));
 
-	if (kling_prompt_is_blank(prompt))
+	if ((model->required & KLING_F_PROMPT) &&
+		kling_prompt_is_blank(VARDATA_ANY(prompt), VARSIZE_ANY_EXHDR(prompt)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("prompt must not be empty"),
@@ -157,15 +168,65 @@ kling_check_prompt(text *prompt)
 						   nchars, KLING_MAX_PROMPT_CHARS)));
 }
 
+/* The model opts name (or the default), or an error naming "model". */
+static const KlingModel *
+kling_model_of(Jsonb *opts)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(&opts->root, "model", 5, NULL);
+	const KlingModel *model;
+	char	   *name;
+
+	if (v == NULL)
+		return kling_default_model();
+	if (v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"model\" must be a string"),
+				 errdetail("Got a JSON %s.", kling_json_type_name(v)),
+				 errhint("Known models are: %s.", kling_model_names())));
+	name = pnstrdup(v->val.string.val, v->val.string.len);
+	model = kling_find_model(name);
+	if (model == NULL)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown model \"%s\"", name),
+				 errhint("Known models are: %s.", kling_model_names())));
+	return model;
+}
+
+/* Whether the model opts name requires a prompt (an unknown one: yes). */
+bool
+kling_opts_need_prompt(Jsonb *opts)
+{
+	JsonbValue *v;
+	const KlingModel *model = kling_default_model();
+
+	if (opts != NULL && JB_ROOT_IS_OBJECT(opts) &&
+		(v = getKeyJsonValueFromContainer(&opts->root, "model", 5, NULL)) != NULL)
+		model = v->type == jbvString
+			? kling_find_model(pnstrdup(v->val.string.val, v->val.string.len))
+			: NULL;
+	return model == NULL || (model->required & KLING_F_PROMPT);
+}
+
+/* Whether a model takes an option. */
+static bool
+kling_model_takes(const KlingModel *model, const KlingOption *opt)
+{
+	return opt->field == 0 || (model->accepted & opt->field);
+}
+
 /*
- * Validate the options and return them normalized: every given key checked,
- * defaults filled in, durations stored as integers.  Any problem is an
- * ERROR naming the key.
+ * Validate a task's prompt and options for its model, and return the
+ * options normalized: every given key checked, defaults filled in,
+ * durations stored as integers.  Any problem is an ERROR naming the key;
+ * those about the model's rules have a hint listing what it takes.
  */
 Jsonb *
-kling_normalize_opts(Jsonb *opts)
+kling_normalize_request(text *prompt, Jsonb *opts)
 {
 	char	   *normalized[KLING_NUM_OPTIONS] = {0};
+	const KlingModel *model;
 	JsonbIterator *it;
 	JsonbValue	v;
 	JsonbIteratorToken tok;
@@ -179,6 +240,9 @@ kling_normalize_opts(Jsonb *opts)
 						   JB_ROOT_IS_SCALAR(opts) ? "scalar" : "array"),
 				 errhint("Pass options as an object, for example '{\"duration\": 10}'.")));
 
+	model = kling_model_of(opts);
+	kling_check_prompt(prompt, model);
+
 	/* No options, the common case: the defaults, built once per backend. */
 	if (JB_ROOT_COUNT(opts) == 0)
 	{
@@ -189,7 +253,7 @@ kling_normalize_opts(Jsonb *opts)
 			MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
 
 			initStringInfo(&buf);
-			kling_append_options(&buf, normalized);
+			kling_append_options(&buf, model, normalized);
 			defaults = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 			MemoryContextSwitchTo(old);
 		}
@@ -211,29 +275,47 @@ kling_normalize_opts(Jsonb *opts)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("unknown option \"%s\"", key),
-					 errhint("Valid options are: %s.", kling_option_names())));
+					 errhint("Model \"%s\" takes: %s.", model->name, kling_option_names(model))));
+		if (!kling_model_takes(model, opt))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("model \"%s\" does not take option \"%s\"", model->name, key),
+					 errhint("Model \"%s\" takes: %s.", model->name, kling_option_names(model))));
 
 		tok = JsonbIteratorNext(&it, &v, true);
 		Assert(tok == WJB_VALUE);
 		normalized[opt - kling_options] = kling_normalize_value(opt, &v);
 	}
 
+	for (int i = 0; i < KLING_NUM_OPTIONS; i++)
+		if ((model->required & kling_options[i].field) && normalized[i] == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("model \"%s\" requires option \"%s\"", model->name,
+							kling_options[i].name),
+					 errhint("Model \"%s\" takes: %s.", model->name, kling_option_names(model))));
+
 	initStringInfo(&buf);
-	kling_append_options(&buf, normalized);
+	kling_append_options(&buf, model, normalized);
 	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
 }
 
-/* The options as a JSON object: the given values, defaults for the rest. */
+/*
+ * The options as a JSON object: the given values, and the defaults of the
+ * others the model takes.
+ */
 static void
-kling_append_options(StringInfo buf, char *const *normalized)
+kling_append_options(StringInfo buf, const KlingModel *model, char *const *normalized)
 {
 	bool		first = true;
 
 	appendStringInfoChar(buf, '{');
 	for (int i = 0; i < KLING_NUM_OPTIONS; i++)
 	{
-		const char *value = normalized[i] ? normalized[i] : kling_options[i].default_json;
+		const char *value = normalized[i];
 
+		if (value == NULL && kling_model_takes(model, &kling_options[i]))
+			value = kling_options[i].default_json;
 		if (value == NULL)
 			continue;
 		if (!first)
@@ -247,14 +329,15 @@ kling_append_options(StringInfo buf, char *const *normalized)
 
 /*
  * Whether an option goes into the provider's create body; the others are
- * the extension's own (e.g. the user's "context").
+ * the extension's own (e.g. the user's "context"), and "model", which the
+ * body carries first.
  */
 bool
 kling_option_is_sent(const char *key)
 {
 	const KlingOption *opt = kling_find_option(key);
 
-	return opt != NULL && opt->sent;
+	return opt != NULL && opt->field != 0;
 }
 
 /* Look an option up by name. */
@@ -267,15 +350,22 @@ kling_find_option(const char *name)
 	return NULL;
 }
 
-/* All option names, for a hint. */
+/* What a model takes, for a hint: the prompt, then its options. */
 static char *
-kling_option_names(void)
+kling_option_names(const KlingModel *model)
 {
 	StringInfoData buf;
 
 	initStringInfo(&buf);
+	appendStringInfoString(&buf, (model->required & KLING_F_PROMPT) ? "prompt (required)" : "prompt");
 	for (int i = 0; i < KLING_NUM_OPTIONS; i++)
-		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "", kling_options[i].name);
+		if (model->accepted & kling_options[i].field)
+			appendStringInfo(&buf, ", %s%s", kling_options[i].name,
+							 (model->required & kling_options[i].field) ? " (required)" : "");
+	appendStringInfoString(&buf, "; and as every task");
+	for (int i = 0; i < KLING_NUM_OPTIONS; i++)
+		if (kling_options[i].field == 0)
+			appendStringInfo(&buf, ", %s", kling_options[i].name);
 	return buf.data;
 }
 
@@ -459,6 +549,112 @@ kling_normalize_unit_number(const KlingOption *opt, const JsonbValue *v)
 	return kling_json_value_text(v);
 }
 
+/* A boolean, sent as one. */
+static char *
+kling_normalize_boolean(const KlingOption *opt, const JsonbValue *v)
+{
+	if (v->type != jbvBool)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" must be a boolean", opt->name),
+				 errdetail("Got a JSON %s.", kling_json_type_name(v)),
+				 errhint("Use true or false.")));
+	return kling_json_value_text(v);
+}
+
+/* An image: an http(s) URL or a data URL. */
+static char *
+kling_normalize_image(const char *name, const JsonbValue *v)
+{
+	if (v == NULL || v->type != jbvString)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("option \"%s\" must be a string", name),
+				 v ? errdetail("Got a JSON %s.", kling_json_type_name(v)) : 0,
+				 errhint("Use an http(s) URL or a base64 data URL of a PNG, JPEG or WebP image.")));
+	kling_check_image(name, v->val.string.val, v->val.string.len);
+	return kling_json_value_text(v);
+}
+
+/* An error about the shape of dynamic masks. */
+static void
+kling_masks_error(const char *what)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("invalid value for option \"dynamic_masks\": %s", what),
+			 errhint("Use an array of up to %d objects {\"mask\": image URL, \"trajectories\": [{\"x\": 1, \"y\": 2}, ...]}, each with %d to %d points.",
+					 KLING_MAX_MASKS, KLING_MIN_TRAJECTORY, KLING_MAX_TRAJECTORY)));
+}
+
+/* The JSON array or object a value holds, or NULL. */
+static JsonbContainer *
+kling_container(const JsonbValue *v, bool array)
+{
+	if (v == NULL || v->type != jbvBinary ||
+		(array ? !JsonContainerIsArray(v->val.binary.data)
+		 : !JsonContainerIsObject(v->val.binary.data)))
+		return NULL;
+	return v->val.binary.data;
+}
+
+/* Whether a value is an integral JSON number. */
+static bool
+kling_is_integer(const JsonbValue *v)
+{
+	return v != NULL && v->type == jbvNumeric &&
+		strchr(kling_json_value_text(v), '.') == NULL;
+}
+
+/* One dynamic mask: an image and the path (points) it moves along. */
+static void
+kling_check_mask(JsonbContainer *mask, int index)
+{
+	JsonbContainer *points = NULL;
+	int			npoints;
+
+	if (JsonContainerSize(mask) != 2 ||
+		(points = kling_container(getKeyJsonValueFromContainer(mask, "trajectories", 12, NULL), true)) == NULL)
+		kling_masks_error(psprintf("mask %d must have exactly the keys \"mask\" and \"trajectories\"", index + 1));
+	(void) kling_normalize_image(psprintf("dynamic_masks (mask %d)", index + 1),
+								 getKeyJsonValueFromContainer(mask, "mask", 4, NULL));
+
+	npoints = JsonContainerSize(points);
+	if (npoints < KLING_MIN_TRAJECTORY || npoints > KLING_MAX_TRAJECTORY)
+		kling_masks_error(psprintf("mask %d has %d trajectory points", index + 1, npoints));
+	for (int i = 0; i < npoints; i++)
+	{
+		JsonbContainer *point = kling_container(getIthJsonbValueFromContainer(points, i), false);
+
+		if (point == NULL || JsonContainerSize(point) != 2 ||
+			!kling_is_integer(getKeyJsonValueFromContainer(point, "x", 1, NULL)) ||
+			!kling_is_integer(getKeyJsonValueFromContainer(point, "y", 1, NULL)))
+			kling_masks_error(psprintf("point %d of mask %d must be {\"x\": integer, \"y\": integer}",
+									   i + 1, index + 1));
+	}
+}
+
+/* Dynamic masks: an array of masks, each checked. */
+static char *
+kling_normalize_masks(const KlingOption *opt, const JsonbValue *v)
+{
+	JsonbContainer *masks = kling_container(v, true);
+	int			n = masks ? JsonContainerSize(masks) : 0;
+
+	if (masks == NULL || n < 1 || n > KLING_MAX_MASKS)
+		kling_masks_error(masks ? psprintf("it has %d masks", n)
+						  : psprintf("got a JSON %s", kling_json_type_name(v)));
+	for (int i = 0; i < n; i++)
+	{
+		JsonbContainer *mask = kling_container(getIthJsonbValueFromContainer(masks, i), false);
+
+		if (mask == NULL)
+			kling_masks_error(psprintf("mask %d is not an object", i + 1));
+		kling_check_mask(mask, i);
+	}
+	return kling_json_value_text(v);
+}
+
 /*
  * Check one option's value and return it as normalized JSON text.
  */
@@ -473,6 +669,14 @@ kling_normalize_value(const KlingOption *opt, const JsonbValue *v)
 
 	switch (opt->kind)
 	{
+		case KLING_OPT_MODEL:
+			return kling_json_value_text(v);	/* checked first, by kling_model_of */
+		case KLING_OPT_BOOLEAN:
+			return kling_normalize_boolean(opt, v);
+		case KLING_OPT_IMAGE:
+			return kling_normalize_image(opt->name, v);
+		case KLING_OPT_MASKS:
+			return kling_normalize_masks(opt, v);
 		case KLING_OPT_CHOICE:
 			return kling_normalize_choice(opt, v);
 		case KLING_OPT_TEXT:

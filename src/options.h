@@ -14,9 +14,9 @@
 #define KLING_MAX_PROMPT_CHARS 2500
 #define KLING_DEFAULT_MODEL "klingai/v2.1-master-text-to-video"
 
-extern bool kling_prompt_is_blank(text *prompt);
-extern void kling_check_prompt(text *prompt);
-extern Jsonb *kling_normalize_opts(Jsonb *opts);
+extern bool kling_prompt_is_blank(const char *s, int len);
+extern bool kling_opts_need_prompt(Jsonb *opts);
+extern Jsonb *kling_normalize_request(text *prompt, Jsonb *opts);
 extern bool kling_option_is_sent(const char *key);
 
 #endif							/* KLING_OPTIONS_H */

@@ -20,6 +20,7 @@ typedef struct KlingSent
 {
 	int64		task_id;
 	KlingRequestKind kind;
+	int			route;			/* the route pair it went to */
 	int			attempts;		/* transient failures so far */
 	bool		generating;		/* polls: the task's status (else queued) */
 	bool		learned;		/* the history knows how long such tasks take */

@@ -89,8 +89,9 @@ kling_url_encode(const char *s)
 }
 
 /*
- * The create body: model and prompt, then every option the provider knows.
- * The body is sent as UTF-8 whatever the database encoding.
+ * The create body: model and prompt (left out when blank: only models that
+ * need none accept one), then every option the provider knows, with its
+ * JSON type.  The body is sent as UTF-8 whatever the database encoding.
  */
 char *
 kling_create_body(const char *prompt, Jsonb *opts)
@@ -104,8 +105,11 @@ kling_create_body(const char *prompt, Jsonb *opts)
 	initStringInfo(&buf);
 	appendStringInfoString(&buf, "{\"model\": ");
 	escape_json(&buf, model ? model : KLING_DEFAULT_MODEL);
-	appendStringInfoString(&buf, ", \"prompt\": ");
-	escape_json(&buf, prompt);
+	if (!kling_prompt_is_blank(prompt, strlen(prompt)))
+	{
+		appendStringInfoString(&buf, ", \"prompt\": ");
+		escape_json(&buf, prompt);
+	}
 
 	it = JsonbIteratorInit(&opts->root);
 	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
@@ -128,8 +132,10 @@ kling_create_body(const char *prompt, Jsonb *opts)
 			appendStringInfoString(&buf,
 								   DatumGetCString(DirectFunctionCall1(numeric_out,
 																	   NumericGetDatum(v.val.numeric))));
-		else
+		else if (v.type == jbvBool)
 			appendStringInfoString(&buf, v.val.boolean ? "true" : "false");
+		else
+			(void) JsonbToCString(&buf, v.val.binary.data, v.val.binary.len);
 	}
 	appendStringInfoChar(&buf, '}');
 

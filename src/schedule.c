@@ -68,8 +68,8 @@ kling_schedule_clear(void)
  * (which keeps its due time); either way it counts as seen.
  */
 KlingPollEntry *
-kling_schedule_put(int64 id, const char *generation_id, bool generating,
-				   int attempts, bool learned, TimestampTz due)
+kling_schedule_put(int64 id, const char *generation_id, int route,
+				   bool generating, int attempts, bool learned, TimestampTz due)
 {
 	bool		found;
 	KlingPollEntry *e = hash_search(kling_entries, &id, HASH_ENTER, &found);
@@ -80,6 +80,7 @@ kling_schedule_put(int64 id, const char *generation_id, bool generating,
 			pfree(e->generation_id);
 		e->generation_id = MemoryContextStrdup(kling_schedule_context, generation_id);
 	}
+	e->route = route;
 	e->generating = generating;
 	e->attempts = attempts;
 	e->learned = learned;

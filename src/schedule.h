@@ -17,6 +17,7 @@ typedef struct KlingPollEntry
 	int64		id;				/* the task; the hash key */
 	TimestampTz due;
 	char	   *generation_id;
+	int			route;			/* the route pair its create went to */
 	int			attempts;		/* as the table has them */
 	bool		generating;		/* as the table has it; else queued */
 	bool		learned;		/* the history knows how long it takes */
@@ -27,7 +28,7 @@ typedef struct KlingPollEntry
 
 extern void kling_schedule_clear(void);
 extern KlingPollEntry *kling_schedule_put(int64 id, const char *generation_id,
-										  bool generating, int attempts,
+										  int route, bool generating, int attempts,
 										  bool learned, TimestampTz due);
 extern KlingPollEntry *kling_schedule_find(int64 id);
 extern void kling_schedule_set_due(KlingPollEntry *entry, TimestampTz due);

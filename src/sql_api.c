@@ -92,10 +92,9 @@ kling_enqueue(text *prompt, Jsonb *opts, const KlingTarget *target)
 {
 	int64		id;
 
-	kling_check_prompt(prompt);
 	if (opts == NULL)
 		opts = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum("{}")));
-	opts = kling_normalize_opts(opts);
+	opts = kling_normalize_request(prompt, opts);
 	/* The body goes out as UTF-8: refuse now what could not be sent. */
 	if (GetDatabaseEncoding() != PG_UTF8)
 		(void) kling_create_body(text_to_cstring(prompt), opts);

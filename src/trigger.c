@@ -13,8 +13,10 @@
  * with arguments: the prompt column; the bigint column that receives the
  * task id; the text column the worker writes the video URL into; optional
  * opts for every row; optionally a jsonb column whose value, when not NULL,
- * is merged over them; and what to do with a row without a prompt:
- * 'error' (the default) or 'skip' (the row is inserted without a task).
+ * is merged over them; what to do with a row without what its model needs
+ * (a prompt, or the image): 'error' (the default) or 'skip' (the row is
+ * inserted without a task); and optionally the column holding the image of
+ * an image-to-video model: a text URL, or bytea sent as a data URL.
  *
  *-------------------------------------------------------------------------
  */
@@ -26,11 +28,13 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/json.h"
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
 
 #include "cluster.h"
+#include "images.h"
 #include "options.h"
 #include "sql_api.h"
 
@@ -42,7 +46,7 @@ static void kling_trigger_context(void *arg);
 
 /* Usage, for hints. */
 #define KLING_TRIGGER_USAGE \
-	"Use kling_on_insert('prompt_column', 'task_id_column', 'video_url_column' [, 'opts' [, 'opts_column' [, 'error' | 'skip']]])."
+	"Use kling_on_insert('prompt_column', 'task_id_column', 'video_url_column' [, 'opts' [, 'opts_column' [, 'error' | 'skip' [, 'image_column']]]])."
 
 /*
  * The attribute number of a column of the given types, or an error that
@@ -93,7 +97,43 @@ typedef struct KlingTriggerArgs
 	int			id_col;
 	Jsonb	   *opts;			/* fixed options merged with the row's, or NULL */
 	bool		skip_missing;
+	bool		image_missing;	/* an image column is named, and NULL here */
 } KlingTriggerArgs;
+
+/*
+ * The image in the row's image column as opts' "image_url": text as it
+ * is, bytea as a data URL.  NULL when the row has none.
+ */
+static Jsonb *
+kling_image_opts(Relation rel, HeapTuple tuple, const char *column)
+{
+	static const Oid image_types[] = {TEXTOID, VARCHAROID, BYTEAOID, InvalidOid};
+	int			col = kling_column(rel, column, image_types, "text, varchar or bytea");
+	bool		isnull;
+	Datum		value = heap_getattr(tuple, col, RelationGetDescr(rel), &isnull);
+	StringInfoData buf;
+
+	if (isnull)
+		return NULL;
+	initStringInfo(&buf);
+	appendStringInfoString(&buf, "{\"image_url\": ");
+	if (TupleDescAttr(RelationGetDescr(rel), col - 1)->atttypid == BYTEAOID)
+		escape_json(&buf, kling_image_data_url(DatumGetByteaPP(value), column));
+	else
+		escape_json(&buf, TextDatumGetCString(value));
+	appendStringInfoChar(&buf, '}');
+	return DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(buf.data)));
+}
+
+/* Options merged: the later's keys win; either may be NULL. */
+static Jsonb *
+kling_merge_opts(Jsonb *base, Jsonb *over)
+{
+	if (base == NULL || over == NULL)
+		return base ? base : over;
+	return DatumGetJsonbP(DirectFunctionCall2(jsonb_concat, JsonbPGetDatum(base),
+											  JsonbPGetDatum(over)));
+}
 
 /* Read the trigger's arguments for this row. */
 static void
@@ -104,10 +144,10 @@ kling_trigger_args(Relation rel, HeapTuple tuple, char **args, int nargs,
 	static const Oid id_types[] = {INT8OID, InvalidOid};
 	static const Oid jsonb_types[] = {JSONBOID, InvalidOid};
 
-	if (nargs < 3 || nargs > 6)
+	if (nargs < 3 || nargs > 7)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("kling_on_insert() takes 3 to 6 arguments, got %d", nargs),
+				 errmsg("kling_on_insert() takes 3 to 7 arguments, got %d", nargs),
 				 errhint(KLING_TRIGGER_USAGE)));
 
 	memset(out, 0, sizeof(*out));
@@ -124,10 +164,7 @@ kling_trigger_args(Relation rel, HeapTuple tuple, char **args, int nargs,
 		Datum		value = heap_getattr(tuple, opts_col, RelationGetDescr(rel), &isnull);
 
 		if (!isnull)
-			out->opts = out->opts == NULL
-				? DatumGetJsonbP(value)
-				: DatumGetJsonbP(DirectFunctionCall2(jsonb_concat,
-													 JsonbPGetDatum(out->opts), value));
+			out->opts = kling_merge_opts(out->opts, DatumGetJsonbP(value));
 	}
 	if (nargs > 5)
 	{
@@ -138,6 +175,13 @@ kling_trigger_args(Relation rel, HeapTuple tuple, char **args, int nargs,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("invalid value for on_missing_prompt: \"%s\"", args[5]),
 					 errhint("Use \"error\" or \"skip\".")));
+	}
+	if (nargs > 6 && args[6][0] != '\0')
+	{
+		Jsonb	   *image = kling_image_opts(rel, tuple, args[6]);
+
+		out->image_missing = (image == NULL);
+		out->opts = kling_merge_opts(out->opts, image);
 	}
 }
 
@@ -155,6 +199,7 @@ kling_on_insert(PG_FUNCTION_ARGS)
 	Datum		value;
 	bool		isnull;
 	text	   *prompt;
+	bool		need_prompt;
 	KlingTarget target;
 	Datum		id;
 	bool		id_null = false;
@@ -182,11 +227,18 @@ kling_on_insert(PG_FUNCTION_ARGS)
 
 	value = heap_getattr(tuple, a.prompt_col, RelationGetDescr(rel), &isnull);
 	prompt = isnull ? NULL : DatumGetTextPP(value);
-	if (a.skip_missing && (prompt == NULL || kling_prompt_is_blank(prompt)))
+	need_prompt = kling_opts_need_prompt(a.opts);
+	if (a.skip_missing &&
+		(a.image_missing ||
+		 (need_prompt && (prompt == NULL ||
+						  kling_prompt_is_blank(VARDATA_ANY(prompt), VARSIZE_ANY_EXHDR(prompt))))))
 	{
 		error_context_stack = errcallback.previous;
 		return PointerGetDatum(tuple);
 	}
+	/* A model that needs no prompt takes a row without one as it is. */
+	if (prompt == NULL && !need_prompt)
+		prompt = cstring_to_text("");
 
 	/* On a Citus shard: the distributed table, wherever the shard moves. */
 	target.table = kling_cluster_logical_table(rel);

@@ -45,6 +45,7 @@
 #include "delivery.h"
 #include "http.h"
 #include "launcher.h"
+#include "models.h"
 #include "policy.h"
 #include "responses.h"
 #include "sandbox.h"
@@ -663,7 +664,8 @@ kling_schedule_task(const KlingAtProvider *t, void *arg)
 {
 	int			unused;
 
-	kling_schedule_put(t->id, t->generation_id, t->generating, t->attempts,
+	kling_schedule_put(t->id, t->generation_id, kling_model_route(t->model),
+					   t->generating, t->attempts,
 					   kling_learned_first_poll(W.generation_times, t->model, t->duration,
 												kling_poll_interval_ms, &unused),
 					   t->next_attempt_at);
@@ -969,7 +971,8 @@ kling_follow_schedule(KlingRound *round)
 		if (r->sent->kind == KLING_REQUEST_CREATE)
 		{
 			if (u->written == KLING_WRITTEN && u->generation_id != NULL && !kling_update_is_final(u))
-				kling_schedule_put(u->id, u->generation_id, strcmp(u->status, "generating") == 0,
+				kling_schedule_put(u->id, u->generation_id, r->sent->route,
+								   strcmp(u->status, "generating") == 0,
 								   0, r->sent->learned, next);
 			continue;
 		}
@@ -1069,7 +1072,6 @@ kling_send(KlingRound *round)
 {
 	int			room = KLING_MAX_REQUESTS - kling_http_active();
 	int			sent = 0;
-	char	   *create_url = kling_create_url(kling_base_url, kling_api_route);
 	TimestampTz now = GetCurrentTimestamp();
 	KlingPollEntry *e;
 	ListCell   *lc;
@@ -1081,11 +1083,12 @@ kling_send(KlingRound *round)
 
 		s->task_id = c->id;
 		s->kind = KLING_REQUEST_CREATE;
+		s->route = kling_model_route(kling_opt_text(c->opts, "model"));
 		s->attempts = c->attempts;
 		s->learned = kling_learned_first_poll(W.generation_times, kling_opt_text(c->opts, "model"),
 											  kling_opt_text(c->opts, "duration"),
 											  kling_poll_interval_ms, &s->first_poll_ms);
-		(void) kling_http_start(create_url, c->body, true, s);
+		(void) kling_http_start(kling_create_url(kling_base_url, s->route), c->body, true, s);
 		sent++;
 	}
 
@@ -1097,10 +1100,11 @@ kling_send(KlingRound *round)
 
 		s->task_id = e->id;
 		s->kind = KLING_REQUEST_POLL;
+		s->route = e->route;
 		s->attempts = e->attempts;
 		s->generating = e->generating;
 		s->learned = e->learned;
-		(void) kling_http_start(kling_poll_url(kling_base_url, kling_api_route, e->generation_id),
+		(void) kling_http_start(kling_poll_url(kling_base_url, e->route, e->generation_id),
 								NULL, false, s);
 		sent++;
 	}

@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""mock_api.py - a loopback mock of the AI/ML API's Kling text-to-video API
+"""mock_api.py - a loopback mock of the AI/ML API's Kling video API
 
 The test suites point the extension at this server instead of
 https://api.aimlapi.com.  It simulates what docs/API.md describes:
@@ -7,6 +7,10 @@ https://api.aimlapi.com.  It simulates what docs/API.md describes:
   * both route pairs: POST /v2/generate/video/kling/generation (201) and
     POST /v2/video/generations (200) create a task; GET on the same path
     with ?generation_id=<id> polls it;
+  * every Kling model of the family, with its own rules (required and
+    accepted fields, image URLs and data URLs, the routes that serve it):
+    a body the provider would refuse is a 400, a model's generation polled
+    on a route that does not serve it a 404;
   * the bearer token check (401), body validation (400), unknown ids (404),
     and NestJS-style error bodies {message, path, requestId, statusCode,
     timestamp};
@@ -49,7 +53,8 @@ get non-ASCII characters raw instead of \\u escapes):
                                  active_requests
   GET    /__mock/bodies[?prompt=P]  every create request, in arrival order:
                                  body (parsed), prompt, prompt_utf8_hex,
-                                 raw_body, accepted, status, error, fault, id
+                                 raw_body, accepted, status, error, fault, id,
+                                 image (kind url|data, mime, bytes, sha256)
   GET    /__mock/tasks           tasks with their status now
 
 Fault kinds: 400 401 403 404 429 500 502 503 504 (error bodies; 429 sends
@@ -71,7 +76,9 @@ Standard library only (Python 3.11).
 """
 
 import argparse
+import base64
 import datetime
+import hashlib
 import json
 import math
 import os
@@ -95,19 +102,51 @@ CREATE_ROUTES = {
     "/v2/generate/video/kling/generation": 201,
     "/v2/video/generations": 200,
 }
-MODELS = (
-    "klingai/v2.1-master-text-to-video",
-    "kling-video/v1.6/standard/text-to-video",
-    "kling-video/v1.6/pro/text-to-video",
-    "klingai/v2-master-text-to-video",
-    "klingai/v2.5-turbo/pro/text-to-video",
-)
+ROUTE_NAMES = {"/v2/generate/video/kling/generation": "generation",
+               "/v2/video/generations": "unified"}
+# The provider's per-model schemas: model -> (routes, required, accepted).
+SEED_TEXT = {"prompt", "negative_prompt", "aspect_ratio", "duration",
+             "cfg_scale", "camera_control", "external_task_id"}
+TEXT = {"prompt", "negative_prompt", "aspect_ratio", "duration", "cfg_scale"}
+IMAGE = {"image_url", "prompt", "negative_prompt", "duration", "cfg_scale"}
+MASKS = {"static_mask", "dynamic_masks"}
+BOTH = ("generation", "unified")
+UNIFIED = ("unified",)
+MODELS = {
+    "klingai/v2.1-master-text-to-video": (BOTH, {"prompt"}, SEED_TEXT),
+    "klingai/v2-master-text-to-video": (BOTH, {"prompt"}, SEED_TEXT),
+    "kling-video/v1.6/standard/text-to-video": (BOTH, {"prompt"}, SEED_TEXT),
+    "kling-video/v1.6/pro/text-to-video": (BOTH, {"prompt"}, SEED_TEXT),
+    "klingai/v2.5-turbo/pro/text-to-video": (UNIFIED, {"prompt"}, TEXT),
+    "klingai/video-v2-6-pro-text-to-video":
+        (UNIFIED, {"prompt"}, TEXT | {"generate_audio"}),
+    "klingai/v2.1-master-image-to-video":
+        (UNIFIED, {"image_url"}, IMAGE | MASKS),
+    "kling-video/v2.1/pro/image-to-video":
+        (UNIFIED, {"image_url"}, IMAGE | MASKS),
+    "kling-video/v2.1/standard/image-to-video":
+        (UNIFIED, {"image_url"}, IMAGE | MASKS),
+    "klingai/v2-master-image-to-video": (UNIFIED, {"image_url"}, IMAGE | MASKS),
+    "klingai/v2.5-turbo/pro/image-to-video":
+        (UNIFIED, {"image_url", "prompt"}, IMAGE),
+    "klingai/video-v2-6-pro-image-to-video":
+        (UNIFIED, {"image_url", "prompt"},
+         IMAGE | {"generate_audio", "tail_image_url"}),
+    "kling-video/v1.6/pro/image-to-video":
+        (UNIFIED, {"image_url"}, IMAGE | {"tail_image_url"}),
+    "kling-video/v1/pro/image-to-video":
+        (UNIFIED, {"image_url"}, IMAGE | {"tail_image_url"}),
+    "kling-video/v1/standard/image-to-video":
+        (UNIFIED, {"image_url"}, IMAGE | {"tail_image_url"}),
+}
+DATA_URL = re.compile(r"data:(image/(?:png|jpeg|webp));base64,([A-Za-z0-9+/]*={0,2})\Z")
+IMAGE_MAGIC = {"image/png": (0, b"\x89PNG\r\n\x1a\n"), "image/jpeg": (0, b"\xff\xd8\xff"),
+               "image/webp": (8, b"WEBP")}
+MAX_IMAGE_BYTES = 10 * 1024 * 1024
 ASPECT_RATIOS = ("16:9", "9:16", "1:1")
 CAMERA_CONTROLS = ("down_back", "forward_up", "right_turn_forward",
                    "left_turn_forward")
-KNOWN_BODY_KEYS = {"model", "prompt", "negative_prompt", "aspect_ratio",
-                   "duration", "cfg_scale", "camera_control",
-                   "external_task_id"}
+KNOWN_BODY_KEYS = {"model"}.union(*(m[2] for m in MODELS.values()))
 MAX_PROMPT_CHARS = 2500
 MAX_BODY_BYTES = 16 * 1024 * 1024
 
@@ -239,38 +278,106 @@ def validate_fault(rule):
             "stall_seconds": float(stall)}
 
 
-def validate_create(body):
+def image_bytes(value):
+    """The bytes of a data URL image, or None for an http(s) URL; raises
+    ValueError for anything else, as the provider refuses it."""
+    if not isinstance(value, str):
+        raise ValueError("must be a string")
+    if value.lower().startswith(("http://", "https://")):
+        return None
+    match = DATA_URL.match(value)
+    if not match:
+        raise ValueError("must be an http(s) URL or a base64 image data URL")
+    data = base64.b64decode(match.group(2), validate=True)
+    offset, magic = IMAGE_MAGIC[match.group(1)]
+    if data[offset:offset + len(magic)] != magic:
+        raise ValueError(f"is not a {match.group(1)} image")
+    if len(data) > MAX_IMAGE_BYTES:
+        raise ValueError("is larger than 10 MB")
+    return data
+
+
+def valid_image(value):
+    try:
+        image_bytes(value)
+        return True
+    except ValueError:
+        return False
+
+
+def valid_masks(value):
+    def point(p):
+        return (isinstance(p, dict) and set(p) == {"x", "y"}
+                and all(type(p[k]) is int for k in p))
+    return (isinstance(value, list) and 1 <= len(value) <= 6 and all(
+        isinstance(m, dict) and set(m) == {"mask", "trajectories"}
+        and valid_image(m["mask"]) and isinstance(m["trajectories"], list)
+        and 2 <= len(m["trajectories"]) <= 77
+        and all(point(p) for p in m["trajectories"]) for m in value))
+
+
+FIELD_CHECKS = (
+    ("negative_prompt",
+     lambda v: isinstance(v, str) and len(v) <= MAX_PROMPT_CHARS,
+     f"must be a string of at most {MAX_PROMPT_CHARS} characters"),
+    ("aspect_ratio", lambda v: isinstance(v, str) and v in ASPECT_RATIOS,
+     "must be one of: " + ", ".join(ASPECT_RATIOS)),
+    ("duration", lambda v: type(v) is int and v in (5, 10),
+     "must be the integer 5 or 10"),
+    ("cfg_scale", lambda v: is_number(v) and 0 <= v <= 1,
+     "must be a number between 0 and 1"),
+    ("camera_control",
+     lambda v: isinstance(v, str) and v in CAMERA_CONTROLS,
+     "must be one of: " + ", ".join(CAMERA_CONTROLS)),
+    ("external_task_id", lambda v: isinstance(v, str), "must be a string"),
+    ("image_url", valid_image, "must be an http(s) URL or an image data URL"),
+    ("tail_image_url", valid_image,
+     "must be an http(s) URL or an image data URL"),
+    ("static_mask", valid_image, "must be an http(s) URL or an image data URL"),
+    ("dynamic_masks", valid_masks,
+     "must be 1 to 6 {mask, trajectories} objects"),
+    ("generate_audio", lambda v: type(v) is bool, "must be a boolean"),
+)
+
+
+def validate_create(body, route):
     """Return an error message naming the bad field, or None if valid."""
     if "model" not in body:
         return "model is required"
     if not isinstance(body["model"], str) or body["model"] not in MODELS:
         return "model must be one of: " + ", ".join(MODELS)
-    if "prompt" not in body:
-        return "prompt is required"
-    prompt = body["prompt"]
-    if not isinstance(prompt, str) or prompt == "":
-        return "prompt must be a non-empty string"
-    if len(prompt) > MAX_PROMPT_CHARS:
-        return f"prompt must be at most {MAX_PROMPT_CHARS} characters"
-    checks = (
-        ("negative_prompt",
-         lambda v: isinstance(v, str) and len(v) <= MAX_PROMPT_CHARS,
-         f"must be a string of at most {MAX_PROMPT_CHARS} characters"),
-        ("aspect_ratio", lambda v: isinstance(v, str) and v in ASPECT_RATIOS,
-         "must be one of: " + ", ".join(ASPECT_RATIOS)),
-        ("duration", lambda v: type(v) is int and v in (5, 10),
-         "must be the integer 5 or 10"),
-        ("cfg_scale", lambda v: is_number(v) and 0 <= v <= 1,
-         "must be a number between 0 and 1"),
-        ("camera_control",
-         lambda v: isinstance(v, str) and v in CAMERA_CONTROLS,
-         "must be one of: " + ", ".join(CAMERA_CONTROLS)),
-        ("external_task_id", lambda v: isinstance(v, str), "must be a string"),
-    )
-    for key, ok, rule in checks:
+    routes, required, accepted = MODELS[body["model"]]
+    if route not in routes:
+        return f"model {body['model']} is not served on this route"
+    for key in sorted(required):
+        if key not in body:
+            return f"{key} is required for model {body['model']}"
+    for key in body:
+        if key in KNOWN_BODY_KEYS and key != "model" and key not in accepted:
+            return f"{key} is not allowed for model {body['model']}"
+    if "prompt" in body:
+        prompt = body["prompt"]
+        if not isinstance(prompt, str) or prompt == "":
+            return "prompt must be a non-empty string"
+        if len(prompt) > MAX_PROMPT_CHARS:
+            return f"prompt must be at most {MAX_PROMPT_CHARS} characters"
+    for key, ok, rule in FIELD_CHECKS:
         if key in body and not ok(body[key]):
             return f"{key} {rule}"
     return None
+
+
+def image_summary(body):
+    """What a create sent as its image, for /__mock/bodies."""
+    value = body.get("image_url") if isinstance(body, dict) else None
+    try:
+        data = image_bytes(value)
+    except ValueError:
+        return None
+    if data is None:
+        return {"kind": "url", "url": value}
+    return {"kind": "data", "mime": DATA_URL.match(value).group(1),
+            "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
 def outcome_from_prompt(prompt):
@@ -396,9 +503,10 @@ class MockState:
         duration = body.get("duration", 5)
         total = self.total_seconds(duration)
         now = time.time()
-        task = Task(id=self.new_id(), seq=self.seq, prompt=body["prompt"],
+        task = Task(id=self.new_id(), seq=self.seq,
+                    prompt=body.get("prompt", ""),
                     model=body["model"], duration=duration, route=route,
-                    outcome=outcome_from_prompt(body["prompt"]),
+                    outcome=outcome_from_prompt(body.get("prompt", "")),
                     created=now, queued_until=now + 0.2 * total,
                     finish=now + total)
         self.seq += 1
@@ -674,7 +782,7 @@ class Handler(BaseHTTPRequestHandler):
             return None, "Body must be valid UTF-8 JSON"
         if not isinstance(body, dict):
             return body, "Body must be a JSON object"
-        return body, validate_create(body)
+        return body, validate_create(body, ROUTE_NAMES[self.url_path])
 
     def record_create(self, raw, fault=None, error=None, status=None,
                       task_id=None):
@@ -690,6 +798,7 @@ class Handler(BaseHTTPRequestHandler):
             "accepted": task_id is not None, "status": status,
             "error": error, "id": task_id, "body": body,
             "prompt": prompt if isinstance(prompt, str) else None,
+            "image": image_summary(body),
             "prompt_utf8_hex": (prompt.encode("utf-8", "surrogatepass").hex()
                                 if isinstance(prompt, str) else None),
             "content_type": self.headers.get("Content-Type"),
@@ -705,7 +814,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def create(self, raw):
         body, error = self.parse_create(raw)
-        if error is None and "[bad400]" in body["prompt"]:
+        if error is None and "[bad400]" in body.get("prompt", ""):
             error = "Prompt violates content policy"
         if error is not None:
             self.record_create(raw, error=error, status=400)
@@ -731,7 +840,9 @@ class Handler(BaseHTTPRequestHandler):
             return self.error_reply(400, "generation_id is required")
         with self.state.lock:
             task = self.state.tasks.get(ids[0])
-            if task is None:
+            # A model's generations are found only on routes that serve it.
+            if (task is None or ROUTE_NAMES[self.url_path]
+                    not in MODELS[task.model][0]):
                 return self.error_reply(404, "Generation not found")
             if count:
                 task.polls += 1
