@@ -7,6 +7,7 @@ MODULE_big = kling
 OBJS = \
 	src/kling.o \
 	src/settings.o \
+	src/video_settings.o \
 	src/launcher.o \
 	src/utility_hook.o \
 	src/shmem.o \
@@ -31,6 +32,8 @@ OBJS = \
 	src/diagnostics.o \
 	src/trigger.o \
 	src/delivery.o \
+	src/download.o \
+	src/keeper.o \
 	src/deliverer.o \
 	src/monitor.o \
 	src/policy.o \

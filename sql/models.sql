@@ -156,3 +156,17 @@ DROP TABLE products, bad_products;
 
 -- Nothing was enqueued by any refused request or row.
 SELECT opts ->> 'model' AS model, count(*) AS tasks FROM kling_tasks GROUP BY 1 ORDER BY 1;
+
+-- opts.keep: stored only when true; kling.keep_videos is its default.
+UPDATE kling_tasks SET status = 'cancelled' WHERE status = 'pending';  -- room under kling.max_active_tasks
+SELECT kling_submit('kept fox', '{"keep": true}') AS id \gset
+SELECT opts FROM kling_tasks WHERE id = :id;
+SELECT kling_submit('unkept fox', '{"keep": false}') AS id \gset
+SELECT opts FROM kling_tasks WHERE id = :id;
+SET kling.keep_videos = on;
+SELECT kling_submit('kept by default') AS id \gset
+SELECT opts FROM kling_tasks WHERE id = :id;
+SELECT kling_submit('not kept after all', '{"keep": false}') AS id \gset
+SELECT opts FROM kling_tasks WHERE id = :id;
+RESET kling.keep_videos;
+SELECT kling_submit('a fox', '{"keep": "yes"}');

@@ -240,6 +240,7 @@ static KlingHttpRequest *
 kling_http_not_started(KlingHttpRequest *req, const char *why)
 {
 	req->started = false;
+	req->finished = true;
 	req->curl_result = CURLE_FAILED_INIT;
 	strlcpy(req->curl_error, why, sizeof(req->curl_error));
 	dlist_push_tail(&kling_done, &req->node);
@@ -326,6 +327,39 @@ kling_http_start(const char *url, const char *post_body, bool send_once, void *o
 
 	if (curl_multi_add_handle(kling_multi, easy) != CURLM_OK)
 		return kling_http_not_started(req, "could not add the request to the libcurl multi handle");
+	kling_active++;
+	dlist_push_tail(&kling_running, &req->node);
+	return req;
+}
+
+/* A curl handle for a transfer the caller sets up itself, or NULL. */
+CURL *
+kling_http_easy(void)
+{
+	return kling_nidle > 0 ? kling_idle[--kling_nidle] : curl_easy_init();
+}
+
+/*
+ * Start a transfer the caller has set up on a handle of kling_http_easy()
+ * (a download, an upload): it runs in the same multi handle as the
+ * provider's requests, and is done and freed the same way.  Its response
+ * fields are filled in but the body, which the caller's own callbacks take.
+ */
+KlingHttpRequest *
+kling_http_start_transfer(CURL *easy, void *owner)
+{
+	KlingHttpRequest *req = MemoryContextAllocZero(kling_http_context, sizeof(KlingHttpRequest));
+
+	req->owner = owner;
+	req->started = true;
+	req->easy = easy;
+	if (easy == NULL)
+		return kling_http_not_started(req, "could not create a libcurl handle");
+	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->curl_error);
+	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	if (curl_multi_add_handle(kling_multi, easy) != CURLM_OK)
+		return kling_http_not_started(req, "could not add the transfer to the libcurl multi handle");
 	kling_active++;
 	dlist_push_tail(&kling_running, &req->node);
 	return req;
@@ -427,6 +461,7 @@ kling_collect_done(void)
 
 		curl_multi_remove_handle(kling_multi, req->easy);
 		kling_active--;
+		req->finished = true;
 		dlist_delete(&req->node);
 		dlist_push_tail(&kling_done, &req->node);
 	}
@@ -436,9 +471,13 @@ kling_collect_done(void)
 KlingHttpRequest *
 kling_http_next_done(void)
 {
+	KlingHttpRequest *req;
+
 	if (dlist_is_empty(&kling_done))
 		return NULL;
-	return dlist_container(KlingHttpRequest, node, dlist_pop_head_node(&kling_done));
+	req = dlist_container(KlingHttpRequest, node, dlist_pop_head_node(&kling_done));
+	req->taken = true;
+	return req;
 }
 
 /* Whether finished requests wait to be taken. */
@@ -480,6 +519,23 @@ kling_http_free(KlingHttpRequest *req)
 	curl_slist_free_all(req->headers);
 	free(req->body);
 	pfree(req);
+}
+
+/*
+ * Stop a request wherever it is (running, or finished and not yet taken)
+ * and free it.
+ */
+void
+kling_http_cancel(KlingHttpRequest *req)
+{
+	if (!req->finished)
+	{
+		curl_multi_remove_handle(kling_multi, req->easy);
+		kling_active--;
+	}
+	if (!req->taken)
+		dlist_delete(&req->node);
+	kling_http_free(req);
 }
 
 /* Requests started and not yet finished. */

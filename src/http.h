@@ -23,6 +23,8 @@ typedef struct KlingHttpRequest
 	bool		started;		/* false: it never started; see failure */
 	bool		tried;			/* curl has begun sending it (send_once) */
 	bool		tried_on_closed;	/* ... on a connection the peer had closed */
+	bool		finished;		/* curl is done with it */
+	bool		taken;			/* handed out by kling_http_next_done */
 
 	/* The response, filled in as it arrives (buffers are malloc'd). */
 	long		http_status;
@@ -43,11 +45,14 @@ typedef struct KlingHttpRequest
 extern void kling_http_init(void);
 extern KlingHttpRequest *kling_http_start(const char *url, const char *post_body,
 										  bool send_once, void *owner);
+extern CURL *kling_http_easy(void);
+extern KlingHttpRequest *kling_http_start_transfer(CURL *easy, void *owner);
 extern bool kling_http_wait(long timeout_ms, uint32 wait_event_info);
 extern KlingHttpRequest *kling_http_next_done(void);
 extern bool kling_http_has_done(void);
 extern const char *kling_http_failure(KlingHttpRequest *req);
 extern void kling_http_free(KlingHttpRequest *req);
+extern void kling_http_cancel(KlingHttpRequest *req);
 extern int	kling_http_active(void);
 
 #endif							/* KLING_HTTP_H */

@@ -37,6 +37,7 @@
 #include "models.h"
 #include "options.h"
 #include "subxact.h"
+#include "video_settings.h"
 
 typedef enum KlingOptionKind
 {
@@ -81,6 +82,7 @@ static const KlingOption kling_options[] = {
 	{"generate_audio", KLING_OPT_BOOLEAN, KLING_F_GENERATE_AUDIO, NULL, "true"},
 	{"static_mask", KLING_OPT_IMAGE, KLING_F_STATIC_MASK, NULL, NULL},
 	{"dynamic_masks", KLING_OPT_MASKS, KLING_F_DYNAMIC_MASKS, NULL, NULL},
+	{"keep", KLING_OPT_BOOLEAN, 0, NULL, NULL},
 	{"context", KLING_OPT_ANY, 0, NULL, NULL},
 	{"callback", KLING_OPT_CALLBACK, 0, NULL, NULL},
 };
@@ -209,6 +211,19 @@ kling_opts_need_prompt(Jsonb *opts)
 	return model == NULL || (model->required & KLING_F_PROMPT);
 }
 
+/*
+ * Whether the video is kept: opts.keep, else kling.keep_videos.  Stored
+ * only when true, so that the options of tasks that keep nothing read as
+ * they always did.
+ */
+static void
+kling_normalize_keep(char **keep)
+{
+	bool		wanted = *keep ? strcmp(*keep, "true") == 0 : kling_keep_videos;
+
+	*keep = wanted ? pstrdup("true") : NULL;
+}
+
 /* Whether a model takes an option. */
 static bool
 kling_model_takes(const KlingModel *model, const KlingOption *opt)
@@ -244,7 +259,7 @@ kling_normalize_request(text *prompt, Jsonb *opts)
 	kling_check_prompt(prompt, model);
 
 	/* No options, the common case: the defaults, built once per backend. */
-	if (JB_ROOT_COUNT(opts) == 0)
+	if (JB_ROOT_COUNT(opts) == 0 && !kling_keep_videos)
 	{
 		static Jsonb *defaults = NULL;
 
@@ -286,6 +301,8 @@ kling_normalize_request(text *prompt, Jsonb *opts)
 		Assert(tok == WJB_VALUE);
 		normalized[opt - kling_options] = kling_normalize_value(opt, &v);
 	}
+
+	kling_normalize_keep(&normalized[kling_find_option("keep") - kling_options]);
 
 	for (int i = 0; i < KLING_NUM_OPTIONS; i++)
 		if ((model->required & kling_options[i].field) && normalized[i] == NULL)

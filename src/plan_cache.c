@@ -31,6 +31,7 @@ MemoryContext kling_round_context = NULL;
 
 static Oid	kling_extension = InvalidOid;
 static char kling_table_name[2 * NAMEDATALEN + 16];
+static char kling_schema_name[2 * NAMEDATALEN + 4];
 static Oid	kling_owner = InvalidOid;
 static Oid	kling_table_oid = InvalidOid;
 static bool kling_table_known = false;
@@ -71,7 +72,7 @@ kling_table_refresh(void)
 
 	arg = ObjectIdGetDatum(ext);
 	if (SPI_execute_with_args("SELECT pg_catalog.quote_ident(n.nspname) || '.kling_tasks',"
-							  " c.relowner, c.oid"
+							  " c.relowner, c.oid, pg_catalog.quote_ident(n.nspname)"
 							  " FROM pg_catalog.pg_extension e"
 							  " JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace"
 							  " JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid"
@@ -84,6 +85,9 @@ kling_table_refresh(void)
 	snprintf(kling_table_name, sizeof(kling_table_name), "%s",
 			 TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
 											   SPI_tuptable->tupdesc, 1, &isnull)));
+	snprintf(kling_schema_name, sizeof(kling_schema_name), "%s",
+			 TextDatumGetCString(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 4, &isnull)));
 	kling_owner = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
 												 SPI_tuptable->tupdesc, 2, &isnull));
 	kling_table_oid = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
@@ -146,7 +150,7 @@ kling_prepared(KlingPlan *plan)
 	{
 		SPIPlanPtr	prepared;
 
-		prepared = SPI_prepare(psprintf(plan->sql, kling_table_name), plan->nargs,
+		prepared = SPI_prepare(psprintf(plan->sql, kling_table_name, kling_schema_name), plan->nargs,
 							   plan->argtypes);
 		if (prepared == NULL)
 			elog(ERROR, "could not prepare kling statement: %s",

@@ -15,7 +15,8 @@
 /* One statement of the store, prepared on first use and kept. */
 typedef struct KlingPlan
 {
-	const char *sql;			/* %1$s stands for the qualified table name */
+	const char *sql;			/* %1$s stands for the qualified table name,
+								 * %2$s for the extension's schema */
 	int			nargs;
 	Oid			argtypes[10];
 	SPIPlanPtr	prepared;		/* NULL until first used */

@@ -16,6 +16,7 @@
 #include "utils/varlena.h"
 
 #include "settings.h"
+#include "video_settings.h"
 
 char	   *kling_api_key = NULL;
 char	   *kling_base_url = NULL;
@@ -328,6 +329,7 @@ kling_define_settings(void)
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
 							   NULL, NULL, NULL);
 
+	kling_define_video_settings();
 	MarkGUCPrefixReserved("kling");
 }
 

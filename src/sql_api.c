@@ -56,6 +56,7 @@ PG_FUNCTION_INFO_V1(kling_status);
 PG_FUNCTION_INFO_V1(kling_cancel);
 PG_FUNCTION_INFO_V1(kling_retry);
 PG_FUNCTION_INFO_V1(kling_wait);
+PG_FUNCTION_INFO_V1(kling_video);
 
 static bool kling_status_is_final(const char *status);
 static int64 kling_task_id_arg(FunctionCallInfo fcinfo);
@@ -191,6 +192,15 @@ kling_status(PG_FUNCTION_ARGS)
 	char	   *status;
 
 	PG_RETURN_DATUM(kling_store_fetch(kling_task_id_arg(fcinfo), &status));
+}
+
+/*
+ * kling_video(id bigint) RETURNS bytea
+ */
+Datum
+kling_video(PG_FUNCTION_ARGS)
+{
+	PG_RETURN_BYTEA_P(kling_store_video(kling_task_id_arg(fcinfo)));
 }
 
 /*

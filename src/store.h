@@ -125,6 +125,7 @@ extern int64 kling_store_insert(text *prompt, Jsonb *opts, const KlingTarget *ta
 extern Datum kling_store_fetch(int64 id, char **status);
 extern bool kling_store_cancel(int64 id, char **status);
 extern void kling_store_retry(int64 id);
+extern bytea *kling_store_video(int64 id);
 
 /* Called by the worker and the delivery process, one transaction a round. */
 extern bool kling_store_begin_round(void);

@@ -27,6 +27,7 @@ typedef enum KlingAccessPlanId
 	KLING_PLAN_FETCH,
 	KLING_PLAN_CANCEL,
 	KLING_PLAN_RETRY,
+	KLING_PLAN_VIDEO,
 	KLING_NUM_ACCESS_PLANS
 } KlingAccessPlanId;
 
@@ -57,6 +58,13 @@ static KlingPlan kling_access_plans[KLING_NUM_ACCESS_PLANS] = {
 		" delivery_error = NULL, delivery_pending = false, next_attempt_at = now(), updated_at = now()"
 		" WHERE id = $1 AND (owner = $2::name OR $3) AND status = 'failed'"
 		" AND generation_id IS NULL AND error NOT LIKE 'outcome unknown%%'",
+		3, {INT8OID, TEXTOID, BOOLOID}
+	},
+
+	/* Read as the table's owner, for the task's owner only. */
+	[KLING_PLAN_VIDEO] = {
+		"SELECT pg_catalog.lo_get(v.data) FROM %2$s.kling_videos v JOIN %1$s t ON t.id = v.task_id"
+		" WHERE t.id = $1 AND (t.owner = $2::name OR $3)",
 		3, {INT8OID, TEXTOID, BOOLOID}
 	},
 };
@@ -255,4 +263,41 @@ kling_store_retry(int64 id)
 			 errmsg("kling task %lld may have reached the provider", (long long) id),
 			 errdetail("It failed with: %s", error),
 			 errhint("A retry could be billed twice; submit the prompt again if you accept that.")));
+}
+
+/*
+ * The bytes of a task's kept video, for its owner (or a superuser).  An
+ * error if the task is not visible, or has no video kept in the database.
+ */
+bytea *
+kling_store_video(int64 id)
+{
+	KlingCaller caller;
+	Datum		values[3];
+	Datum		video = (Datum) 0;
+	bool		isnull = true;
+
+	kling_enter_as_owner(&caller);
+	values[0] = Int64GetDatum(id);
+	values[1] = CStringGetTextDatum(caller.name);
+	values[2] = BoolGetDatum(caller.superuser);
+	kling_execute(&kling_access_plans[KLING_PLAN_VIDEO], values, NULL, 1);
+	if (SPI_processed == 1)
+		video = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	if (!isnull)
+		video = SPI_datumTransfer(video, false, -1);
+	kling_leave(&caller);
+
+	if (isnull)
+	{
+		char	   *status;
+
+		(void) kling_store_fetch(id, &status);	/* an error if not visible */
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("kling task %lld has no kept video", (long long) id),
+				 errdetail("A video is kept when opts.keep (or kling.keep_videos) asks for it, once the task completed and the file was fetched, with kling.storage = database."),
+				 errhint("See keep_state and delivery_error in its kling_tasks row.")));
+	}
+	return DatumGetByteaPP(video);
 }

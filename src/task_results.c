@@ -21,6 +21,16 @@
 #include "plan_cache.h"
 #include "store.h"
 
+/*
+ * When a video URL stops working: a signed URL says (Expires=<unix time>,
+ * or X-Amz-Date and X-Amz-Expires); else the provider's stated 30 days.
+ */
+#define KLING_URL_EXPIRY(url) \
+	"coalesce(pg_catalog.to_timestamp(pg_catalog.substring(" url ", '[?&][Ee]xpires=([0-9]{9,11})(?:&|$)')::float8)," \
+	" pg_catalog.to_timestamp(pg_catalog.substring(" url ", '[?&]X-Amz-Date=([0-9]{8}T[0-9]{6})Z'), 'YYYYMMDD\"T\"HH24MISS')::timestamp" \
+	"  AT TIME ZONE 'UTC' + pg_catalog.substring(" url ", '[?&]X-Amz-Expires=([0-9]{1,7})(?:&|$)')::int * interval '1 second'," \
+	" now() + interval '30 days')"
+
 typedef enum KlingResultPlanId
 {
 	KLING_PLAN_FAIL_INTERRUPTED,
@@ -89,6 +99,11 @@ static KlingPlan kling_result_plans[KLING_NUM_RESULT_PLANS] = {
 		"                THEN now() ELSE t.submitted_at END,"
 		" completed_at = CASE WHEN u.status IN ('completed', 'failed', 'cancelled')"
 		"                THEN now() END,"
+		" keep_state = CASE WHEN u.status = 'completed' AND (t.opts ->> 'keep') = 'true'"
+		"              AND coalesce(u.video_url, t.video_url) IS NOT NULL THEN 'waiting'"
+		"              ELSE t.keep_state END,"
+		" expires_at = CASE WHEN u.status = 'completed' THEN " KLING_URL_EXPIRY("coalesce(u.video_url, t.video_url)")
+		"              ELSE t.expires_at END,"
 		" updated_at = now()"
 		" FROM (SELECT u.* FROM u JOIN %1$s l ON l.id = u.id"
 		"       WHERE CASE WHEN u.from_create THEN l.status = 'submitting'"

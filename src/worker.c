@@ -44,6 +44,7 @@
 #include "cluster.h"
 #include "delivery.h"
 #include "http.h"
+#include "keeper.h"
 #include "launcher.h"
 #include "models.h"
 #include "policy.h"
@@ -149,6 +150,7 @@ typedef struct KlingRound
 	TimestampTz send_due;		/* when the next one is due; 0: none */
 	Datum		still_held;		/* recovery's tasks a user holds */
 	int			to_deliver;
+	TimestampTz keep_due;		/* when a video waits to be fetched; 0: none */
 	bool		committed;
 } KlingRound;
 
@@ -255,6 +257,7 @@ kling_worker_init(void)
 {
 	memset(&W, 0, sizeof(W));
 	kling_http_init();
+	on_proc_exit(kling_keeper_at_exit, (Datum) 0);
 	kling_schedule_clear();
 	W.round_context = AllocSetContextCreate(TopMemoryContext, "kling worker round",
 											ALLOCSET_DEFAULT_SIZES);
@@ -355,7 +358,8 @@ kling_take_results(KlingRound *round)
 	int			i = 0;
 
 	while ((req = kling_http_next_done()) != NULL)
-		done = lappend(done, req);
+		if (!kling_keeper_take(req))
+			done = lappend(done, req);
 	round->n = list_length(W.carried) + list_length(done);
 	round->results = palloc0(Max(round->n, 1) * sizeof(KlingResult));
 	foreach(lc, W.carried)
@@ -389,6 +393,7 @@ kling_round_transaction(KlingRound *round, bool isolate)
 	if (!round->decided)
 		kling_decide_results(round);
 	kling_write_results(round, isolate);
+	round->keep_due = kling_keeper_round();
 	kling_housekeeping(round);
 	kling_claim_creates(round);
 	round->to_deliver = kling_announce_finalized(&round->made_final);
@@ -410,6 +415,7 @@ kling_round_aborted(KlingRound *round)
 	AbortCurrentTransaction();
 	MemoryContextSwitchTo(W.round_context);
 	kling_forget_aborted_round(round);
+	kling_keeper_aborted();
 }
 
 /*
@@ -848,6 +854,7 @@ kling_after_round(KlingRound *round)
 	kling_send(round);
 	if (round->committed)
 	{
+		kling_keeper_committed();
 		W.recovered = true;
 		if (W.recover_held != (Datum) 0)
 			pfree(DatumGetPointer(W.recover_held));
@@ -912,6 +919,7 @@ kling_worker_rest(KlingRest rest)
 		return;
 	}
 	kling_stop_deliverer();
+	kling_keeper_stop();
 	if (W.announced)
 		ereport(LOG,
 				(errmsg("kling worker stopped: %s",
@@ -1133,6 +1141,8 @@ kling_plan_next_round(KlingRound *round)
 		return;
 	kling_due_by(W.schedule_stale ? TimestampTzPlusMilliseconds(W.checked_at, KLING_SCAN_MIN_MS)
 				 : kling_schedule_next_due());
+	if (round->keep_due != 0)
+		kling_due_by(round->keep_due);
 	if (round->send_due != 0)
 		kling_due_by(round->send_due <= now && round->creates == NIL ? soon : round->send_due);
 

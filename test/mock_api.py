@@ -22,6 +22,8 @@ https://api.aimlapi.com.  It simulates what docs/API.md describes:
     not interfere: [error], [error:detail], [error:string], [nourl], [bad400];
     [longurl:N] makes the completed video URL N characters long (N up to
     1,000,000; a URL that long is still a plain https URL);
+  * the videos themselves, when video_base is not the default: see "Media"
+    below;
   * faults injected on demand (status codes, stalls, drops, truncated or
     malformed or oversized bodies, create-then-drop).
 
@@ -35,7 +37,8 @@ get non-ASCII characters raw instead of \\u escapes):
                                  fixed_seconds, id_style, id_key,
                                  video_shape, status_words, api_key,
                                  idle_timeout (s; keep-alive connections
-                                 idle this long are closed silently)
+                                 idle this long are closed silently),
+                                 video_base, url_expiry_seconds (see Media)
   POST   /__mock/faults          append a rule (or a list of rules):
                                  {"route": "create"|"poll"|"any", "kind": K,
                                   "count": N, "retry_after": "...",
@@ -50,12 +53,20 @@ get non-ASCII characters raw instead of \\u escapes):
                                  duplicate_creates, unknown_body_keys,
                                  auth_failures, max_concurrent_connections,
                                  faults_served, tasks, faults_pending,
-                                 active_requests
+                                 active_requests, and for Media:
+                                 media_requests, media_bytes_sent,
+                                 media_with_auth (requests that carried an
+                                 Authorization header), media_broken
+                                 (transfers cut on purpose by [break]),
+                                 media_concurrent_max, media_active
   GET    /__mock/bodies[?prompt=P]  every create request, in arrival order:
                                  body (parsed), prompt, prompt_utf8_hex,
                                  raw_body, accepted, status, error, fault, id,
                                  image (kind url|data, mime, bytes, sha256)
   GET    /__mock/tasks           tasks with their status now
+  GET    /__mock/media/<safe_id> {"size": N, "sha256": "<hex>"} of the
+                                 video (hashed by streaming it; ~1 s for
+                                 200 MB); 404 for an unknown id
 
 Fault kinds: 400 401 403 404 429 500 502 503 504 (error bodies; 429 sends
 Retry-After only when the rule gives one), stall, drop, drop_mid_body,
@@ -67,6 +78,62 @@ that is slow to answer but does its work (a slow create creates its task
 when it answers, even if the client gave up meanwhile).  "mixed" settings rotate by task number:
 id_key alternates id/generation_id, id_style changes every two tasks, and
 create bodies carry "meta" on every third task.
+
+Media.  Every task has a video whose bytes are derived from its id alone
+(the same bytes on every request and in every run of the mock), made on
+the fly in 1 MiB pieces, so a 2 GB video is never held in memory (each
+1 MiB piece starts with an 8-byte big-endian word, its offset XOR a
+per-task key, followed by a per-task, per-piece rotation of one fixed
+1 MiB random block).  Config keys:
+
+  video_base          "https://cdn.mock.invalid" (default): video URLs are
+                      https://cdn.mock.invalid/<safe_id>/output.mp4, as
+                      before, and unreachable.
+                      "self": http://<Host of the poll request>/__media/
+                      <safe_id>/output.mp4, i.e. the mock itself (the
+                      server address when the request had no Host).
+                      Any other string B: B/__media/<safe_id>/output.mp4
+                      (B with trailing slashes removed), e.g.
+                      "http://localhost:PORT" to reach the mock by name.
+  url_expiry_seconds  null (default), or S >= 0: video URLs get the query
+                      ?Expires=<unix time of the poll + S, integer>
+                      &Signature=<40 hex, fake>; the media route ignores
+                      the query (it never refuses an expired URL).
+
+<safe_id> is the generation id with every character outside
+[A-Za-z0-9_-] replaced by "_".  The media route:
+
+  GET|HEAD /__media/<safe_id>/output.mp4
+      no auth needed (whether an Authorization header came is counted in
+      media_with_auth); 200 with Content-Type video/mp4, Content-Length,
+      Accept-Ranges: none (Range is ignored; the answer is always whole).
+      The video of any task of the mock is served, whatever its status.
+      Unknown id or other file name: 404; other methods: 405 (both with
+      a JSON error body).  Media answers are not counted in
+      responses_by_status, active_requests or max_concurrent_connections.
+
+Media tags in the prompt (per task; "media requests" counts GET and HEAD
+on the task's media path, "transfers" counts GETs that get a 200):
+
+  [size:N]        the video is N bytes; N may end in k, m or g (x1024,
+                  x1024^2, x1024^3; case-insensitive); at most 2 GiB
+                  (2147483648, larger is clamped).  No tag: 1 MiB
+                  (1048576).  The poll's video.file_size is this size
+                  (when video_shape gives file_size).
+  [break:K]       the first transfer sends the headers (full
+                  Content-Length) and K bytes (at most size - 1), then
+                  closes the connection; later transfers are whole.
+  [break:K:T]     the same for the first T transfers.
+  [slowmedia:R]   transfers stream at about R bytes/second (R >= 1).
+  [redirect:URL]  every media request answers 302 with Location: URL
+                  (URL is everything up to the first "]"; any string,
+                  e.g. file:///etc/passwd or http://10.0.0.1/x;
+                  characters outside printable ASCII are %-escaped).
+  [media500:T]    the first T media requests answer 500, later ones
+                  proceed normally.
+
+Order: unknown id (404), then [media500], then [redirect], then the 200
+answer ([break] and [slowmedia] apply to it).
 
 Usage:
   /usr/bin/python3 test/mock_api.py --host 127.0.0.1 --port 0 \\
@@ -157,7 +224,6 @@ LEGACY_PENDING_WORDS = ("waiting", "active", "processing")
 
 CREDITS = {5: 1207500, 10: 2415000}
 CREDITS_PER_USD = 2_100_000
-VIDEO_FILE_SIZE = 15676617
 
 # Status faults: kind -> (HTTP status, message).
 STATUS_FAULTS = {
@@ -179,6 +245,24 @@ LONG_URL_TAG = re.compile(r"\[longurl:(\d{1,7})\]")
 MAX_LONG_URL = 1_000_000
 OVERSIZED_PADDING = 2 * 1024 * 1024
 
+# Media (the videos themselves); see the module docstring.
+DEFAULT_VIDEO_BASE = "https://cdn.mock.invalid"
+MEDIA_PATH = re.compile(r"/__media/([A-Za-z0-9_-]+)/output\.mp4\Z")
+MEDIA_CONTROL_PREFIX = "/__mock/media/"
+SIZE_TAG = re.compile(r"\[size:(\d{1,12})([kKmMgG]?)\]")
+BREAK_TAG = re.compile(r"\[break:(\d{1,12})(?::(\d{1,9}))?\]")
+SLOW_MEDIA_TAG = re.compile(r"\[slowmedia:(\d{1,12})\]")
+REDIRECT_TAG = re.compile(r"\[redirect:([^\]]+)\]")
+MEDIA500_TAG = re.compile(r"\[media500:(\d{1,9})\]")
+SIZE_SUFFIXES = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+DEFAULT_MEDIA_SIZE = 1 << 20
+MAX_MEDIA_SIZE = 1 << 31
+MEDIA_PIECE = 1 << 20           # bytes generated (and written) at a time
+MEDIA_BLOCK = hashlib.shake_256(b"mock_api media block").digest(MEDIA_PIECE)
+MEDIA_BLOCK2 = memoryview(MEDIA_BLOCK * 2)  # so a rotation is one slice
+MEDIA_STRIDE = 104729           # rotation step from one piece to the next
+LOCATION_SAFE = "".join(chr(c) for c in range(33, 127))
+
 
 def default_config(api_key):
     """Settings restored by /__mock/reset; durations are provider seconds."""
@@ -192,6 +276,8 @@ def default_config(api_key):
         "status_words": "standard",
         "api_key": api_key,
         "idle_timeout": 300.0,
+        "video_base": DEFAULT_VIDEO_BASE,
+        "url_expiry_seconds": None,
     }
 
 
@@ -227,6 +313,13 @@ def merge_config(config, update):
         elif key == "api_key":
             if not isinstance(value, str):
                 raise ValueError("api_key must be a string")
+        elif key == "video_base":
+            if not isinstance(value, str) or value == "":
+                raise ValueError("video_base must be a non-empty string")
+        elif key == "url_expiry_seconds":
+            if value is not None and (not is_number(value) or value < 0):
+                raise ValueError(
+                    "url_expiry_seconds must be null or a number >= 0")
         elif key == "durations":
             value = merge_durations(new["durations"], value)
         else:
@@ -380,6 +473,75 @@ def image_summary(body):
             "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
 
 
+def safe_id(task_id):
+    """The generation id as it appears in video URLs."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", task_id)
+
+
+def media_from_prompt(prompt):
+    """The media tags of a prompt (see the module docstring)."""
+    media = {"size": DEFAULT_MEDIA_SIZE, "break_bytes": None,
+             "break_times": 0, "rate": None, "redirect": None,
+             "fail500": 0}
+    tag = SIZE_TAG.search(prompt)
+    if tag:
+        size = int(tag.group(1)) * SIZE_SUFFIXES[tag.group(2).lower()]
+        media["size"] = min(size, MAX_MEDIA_SIZE)
+    tag = BREAK_TAG.search(prompt)
+    if tag:
+        media["break_bytes"] = int(tag.group(1))
+        media["break_times"] = int(tag.group(2) or 1)
+    tag = SLOW_MEDIA_TAG.search(prompt)
+    if tag and int(tag.group(1)) >= 1:
+        media["rate"] = int(tag.group(1))
+    tag = REDIRECT_TAG.search(prompt)
+    if tag:
+        media["redirect"] = urllib.parse.quote(tag.group(1),
+                                               safe=LOCATION_SAFE)
+    tag = MEDIA500_TAG.search(prompt)
+    if tag:
+        media["fail500"] = int(tag.group(1))
+    return media
+
+
+def media_seed(task_id):
+    """(key, rotation): what makes a task's bytes its own."""
+    digest = hashlib.sha256(task_id.encode("utf-8", "surrogatepass")).digest()
+    return (int.from_bytes(digest[:8], "big"),
+            int.from_bytes(digest[8:16], "big") % MEDIA_PIECE)
+
+
+def media_pieces(seed, start, end, step=MEDIA_PIECE):
+    """Yield the bytes [start, end) of a video, at most step bytes at a
+    time (bytes or memoryview).  Piece i of the video (offset i MiB) is
+    8 bytes of (offset XOR key), big-endian, then MEDIA_BLOCK rotated by
+    (rotation + i * MEDIA_STRIDE), cut to 1 MiB in all."""
+    key, rotation = seed
+    pos = start
+    while pos < end:
+        index, rel = divmod(pos, MEDIA_PIECE)
+        base = index * MEDIA_PIECE
+        stop = min(end, base + MEDIA_PIECE, pos + step)
+        rel_end = stop - base
+        rot = (rotation + index * MEDIA_STRIDE) % MEDIA_PIECE
+        if rel >= 8:
+            piece = MEDIA_BLOCK2[rot + rel - 8:rot + rel_end - 8]
+        else:
+            head = ((base ^ key) & 0xFFFFFFFFFFFFFFFF).to_bytes(8, "big")
+            piece = head[rel:min(rel_end, 8)]
+            if rel_end > 8:
+                piece += MEDIA_BLOCK2[rot:rot + rel_end - 8]
+        yield piece
+        pos = stop
+
+
+def media_digest(task_id, size):
+    sha = hashlib.sha256()
+    for piece in media_pieces(media_seed(task_id), 0, size):
+        sha.update(piece)
+    return sha.hexdigest()
+
+
 def outcome_from_prompt(prompt):
     """Per-task behaviour chosen by a tag in the prompt."""
     for tag in ("[error:detail]", "[error:string]", "[error]", "[nourl]"):
@@ -420,6 +582,9 @@ class Task:
     queued_until: float
     finish: float
     polls: int = 0
+    media: dict = None          # media_from_prompt()
+    media_requests: int = 0     # GET and HEAD on its media path
+    media_transfers: int = 0    # GETs answered 200
 
     def phase(self, now):
         if now >= self.finish:
@@ -435,12 +600,14 @@ class MockState:
         self.cli_api_key = api_key
         self.shutdown_event = threading.Event()
         self.active_requests = 0
+        self.media_active = 0
         self.reset()
 
     def reset(self):
         """Forget everything except the command-line api key."""
         self.config = default_config(self.cli_api_key)
         self.tasks = {}
+        self.by_safe_id = {}
         self.faults = []
         self.bodies = []
         self.seq = 0
@@ -451,6 +618,9 @@ class MockState:
             "creates_by_prompt": {}, "unknown_body_keys": {},
             "auth_failures": 0, "max_concurrent_connections": 0,
             "faults_served": {},
+            "media_requests": 0, "media_bytes_sent": 0,
+            "media_with_auth": 0, "media_broken": 0,
+            "media_concurrent_max": 0,
         }
 
     def bump(self, key, sub, n=1):
@@ -508,9 +678,11 @@ class MockState:
                     model=body["model"], duration=duration, route=route,
                     outcome=outcome_from_prompt(body.get("prompt", "")),
                     created=now, queued_until=now + 0.2 * total,
-                    finish=now + total)
+                    finish=now + total,
+                    media=media_from_prompt(body.get("prompt", "")))
         self.seq += 1
         self.tasks[task.id] = task
+        self.by_safe_id[safe_id(task.id)] = task.id
         self.stats["creates"] += 1
         self.bump("creates_by_prompt", task.prompt)
         # in_flight only grows at a create, so its peak is seen here.
@@ -525,30 +697,47 @@ class MockState:
         self.legacy_turn += 1
         return word
 
-    def video(self, task):
-        safe = re.sub(r"[^A-Za-z0-9_-]", "_", task.id)
-        url = f"https://cdn.mock.invalid/{safe}/output.mp4"
+    def video_url(self, task, self_base, now):
+        safe = safe_id(task.id)
+        base = self.config["video_base"]
+        if base == DEFAULT_VIDEO_BASE:
+            url = f"{base}/{safe}/output.mp4"
+        else:
+            if base == "self":
+                base = self_base
+            url = f"{base.rstrip('/')}/__media/{safe}/output.mp4"
+        expiry = self.config["url_expiry_seconds"]
+        if expiry is not None:
+            expires = int(now + expiry)
+            signature = hashlib.sha1(
+                f"{safe}:{expires}".encode()).hexdigest()
+            url += f"?Expires={expires}&Signature={signature}"
+        return url
+
+    def video(self, task, self_base, now):
+        url = self.video_url(task, self_base, now)
         tag = LONG_URL_TAG.search(task.prompt)
         if tag:                 # [longurl:N]: pad the URL to N characters
             want = min(int(tag.group(1)), MAX_LONG_URL)
             if want > len(url) + 5:
-                url += "?pad=" + "p" * (want - len(url) - 5)
+                url += (("&" if "?" in url else "?") + "pad="
+                        + "p" * (want - len(url) - 5))
         shape = self.config["video_shape"]
         if shape == "mixed":
             shape = "url_only" if task.seq % 3 == 2 else "full"
         if shape == "url_only":
             return {"url": url}
         return {"url": url, "content_type": "video/mp4",
-                "file_name": "output.mp4", "file_size": VIDEO_FILE_SIZE,
+                "file_name": "output.mp4", "file_size": task.media["size"],
                 "duration": task.duration}
 
-    def poll_body(self, task, now):
+    def poll_body(self, task, now, self_base):
         phase = task.phase(now)
         status, video, error, credits = phase, None, None, 0
         if phase == "final":
             status = final_status(task)
             if task.outcome == "completed":
-                video = self.video(task)
+                video = self.video(task, self_base, now)
             if task.outcome == "error":
                 error = {"name": "ModerationError",
                          "message": "Prompt rejected by moderation"}
@@ -595,6 +784,7 @@ class MockState:
         snap["tasks"] = len(self.tasks)
         snap["faults_pending"] = len(self.faults)
         snap["active_requests"] = self.active_requests
+        snap["media_active"] = self.media_active
         return snap
 
 
@@ -654,6 +844,14 @@ class Handler(BaseHTTPRequestHandler):
     def do_PATCH(self):
         self.dispatch("PATCH")
 
+    def do_HEAD(self):
+        # Only the media route knows HEAD; elsewhere answer as before (as
+        # BaseHTTPRequestHandler does for a method without do_*).
+        if urllib.parse.urlsplit(self.path).path.startswith("/__media/"):
+            self.dispatch("HEAD")
+        else:
+            self.send_error(501, "Unsupported method (%r)" % self.command)
+
     # ---- plumbing ----
 
     def read_body(self):
@@ -705,6 +903,8 @@ class Handler(BaseHTTPRequestHandler):
             return
         if self.url_path.startswith("/__mock/"):
             self.handle_control(method, raw)
+        elif self.url_path.startswith("/__media/"):
+            self.handle_media(method)
         else:
             self.handle_provider(method, raw)
 
@@ -846,8 +1046,115 @@ class Handler(BaseHTTPRequestHandler):
                 return self.error_reply(404, "Generation not found")
             if count:
                 task.polls += 1
-            body = self.state.poll_body(task, time.time())
+            body = self.state.poll_body(task, time.time(), self.self_base())
         return json_reply(200, body)
+
+    def self_base(self):
+        """http://host:port of this request, for video_base "self"."""
+        host = (self.headers.get("Host") or "").strip()
+        if not host or any(c in host for c in "/\\@?# \t"):
+            addr, port = self.server.server_address[:2]
+            if ":" in addr:
+                addr = f"[{addr}]"
+            host = f"{addr}:{port}"
+        return "http://" + host
+
+    # ---- media ----
+
+    def handle_media(self, method):
+        state = self.state
+        with state.lock:
+            state.stats["media_requests"] += 1
+            if self.headers.get("Authorization") is not None:
+                state.stats["media_with_auth"] += 1
+            state.media_active += 1
+            state.stats["media_concurrent_max"] = max(
+                state.stats["media_concurrent_max"], state.media_active)
+        try:
+            self.serve_media(method)
+        except OSError:                 # the client hung up
+            self.close_connection = True
+        finally:
+            with state.lock:
+                state.media_active -= 1
+
+    def media_reply(self, method, status, message, headers=None):
+        """A media error answer: JSON body, none for HEAD."""
+        body = json.dumps(error_body(status, message, self.url_path)).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        if method != "HEAD":
+            self.wfile.write(body)
+
+    def serve_media(self, method):
+        state = self.state
+        match = MEDIA_PATH.match(self.url_path)
+        if method not in ("GET", "HEAD"):
+            self.media_reply(method, 405, f"Cannot {method} {self.url_path}",
+                             {"Allow": "GET, HEAD"})
+            return
+        with state.lock:
+            task = None
+            if match:
+                task = state.tasks.get(state.by_safe_id.get(match.group(1)))
+            if task is not None:
+                media = task.media
+                task.media_requests += 1
+                fail = task.media_requests <= media["fail500"]
+                cut = None
+                if not fail and media["redirect"] is None and method == "GET":
+                    task.media_transfers += 1
+                    if (media["break_bytes"] is not None
+                            and task.media_transfers <= media["break_times"]):
+                        cut = min(media["break_bytes"],
+                                  max(media["size"] - 1, 0))
+        if task is None:
+            self.media_reply(method, 404, "Video not found")
+            return
+        if fail:
+            self.media_reply(method, 500, "Internal server error")
+            return
+        if media["redirect"] is not None:
+            self.send_response(302)
+            self.send_header("Location", media["redirect"])
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        size = media["size"]
+        self.send_response(200)
+        self.send_header("Content-Type", "video/mp4")
+        self.send_header("Content-Length", str(size))
+        self.send_header("Accept-Ranges", "none")
+        self.end_headers()
+        if method == "HEAD":
+            return
+        self.stream_media(task.id, size if cut is None else cut,
+                          media["rate"])
+        if cut is not None:
+            self.close_connection = True        # a broken transfer
+            with state.lock:
+                state.stats["media_broken"] += 1
+
+    def stream_media(self, task_id, end, rate):
+        """Write bytes [0, end) of the video, at about rate bytes/s if
+        rate is set; raises OSError if the client hangs up."""
+        step = MEDIA_PIECE if rate is None else max(1, min(MEDIA_PIECE,
+                                                           rate // 10))
+        started = time.monotonic()
+        sent = 0
+        for piece in media_pieces(media_seed(task_id), 0, end, step):
+            if rate is not None:
+                wait = started + sent / rate - time.monotonic()
+                if wait > 0 and self.state.shutdown_event.wait(wait):
+                    raise ConnectionAbortedError("mock shutting down")
+            self.wfile.write(piece)
+            sent += len(piece)
+            with self.state.lock:
+                self.state.stats["media_bytes_sent"] += len(piece)
 
     # ---- faults ----
 
@@ -934,6 +1241,9 @@ class Handler(BaseHTTPRequestHandler):
             ("GET", "/__mock/tasks"): self.get_tasks,
         }
         action = routes.get((method, self.url_path))
+        if method == "GET" and self.url_path.startswith(MEDIA_CONTROL_PREFIX):
+            self.media_info(self.url_path[len(MEDIA_CONTROL_PREFIX):])
+            return
         if action is None:
             message = f"no control route {method} {self.url_path}"
             self.send_control(404, {"ok": False, "error": message})
@@ -942,6 +1252,17 @@ class Handler(BaseHTTPRequestHandler):
             self.send_control(200, action())
         except ValueError as exc:
             self.send_control(400, {"ok": False, "error": str(exc)})
+
+    def media_info(self, safe):
+        with self.state.lock:
+            task = self.state.tasks.get(self.state.by_safe_id.get(safe))
+        if task is None:
+            self.send_control(404, {"ok": False,
+                                    "error": f"no video {safe!r}"})
+            return
+        size = task.media["size"]
+        self.send_control(200, {"size": size,
+                                "sha256": media_digest(task.id, size)})
 
     def get_config(self):
         with self.state.lock:

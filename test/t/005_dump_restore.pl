@@ -45,7 +45,7 @@ is($node->safe_psql('restored', 'SELECT count(*) FROM kling_tasks'), '6', 'all s
 cmp_ok($node->safe_psql('restored', "SELECT kling_submit('after restore')"),
 	'>', $max_id, 'new ids continue after the restored ones');
 is($node->safe_psql('restored', "SELECT extversion FROM pg_extension WHERE extname = 'kling'"),
-	'0.4', 'the extension is restored at its version');
+	'0.5', 'the extension is restored at its version');
 
 $node->stop;
 done_testing();

@@ -1,4 +1,4 @@
--- kling--0.4.sql: the task table and the SQL surface of the kling extension
+-- kling--0.5.sql: the task table and the SQL surface of the kling extension
 
 \echo Use "CREATE EXTENSION kling" to load this file. \quit
 
@@ -25,9 +25,15 @@ CREATE TABLE kling_tasks (
     target_url_column name,
     delivery_error  text,
     delivery_pending boolean NOT NULL DEFAULT false,
+    keep_state      text,
+    keep_attempts   integer NOT NULL DEFAULT 0,
+    keep_next_at    timestamptz,
+    video_key       text,
+    expires_at      timestamptz,
     CONSTRAINT kling_tasks_status_check CHECK (status IN
         ('pending', 'submitting', 'queued', 'generating',
-         'completed', 'failed', 'cancelled'))
+         'completed', 'failed', 'cancelled')),
+    CONSTRAINT kling_tasks_keep_state_check CHECK (keep_state IN ('waiting', 'kept', 'failed'))
 );
 
 COMMENT ON TABLE kling_tasks IS
@@ -54,6 +60,16 @@ COMMENT ON COLUMN kling_tasks.delivery_error IS
     'Why writing the URL back or calling the callback failed, if it did';
 COMMENT ON COLUMN kling_tasks.delivery_pending IS
     'The task is final and its write-back or callback has yet to run';
+COMMENT ON COLUMN kling_tasks.keep_state IS
+    'For a task whose video is kept: waiting (to be fetched), kept, or failed (delivery_error says why)';
+COMMENT ON COLUMN kling_tasks.keep_attempts IS
+    'Transient failures so far while fetching or storing the video';
+COMMENT ON COLUMN kling_tasks.keep_next_at IS
+    'When the worker next tries to fetch the video';
+COMMENT ON COLUMN kling_tasks.video_key IS
+    'With kling.storage = s3: the object key of the kept video';
+COMMENT ON COLUMN kling_tasks.expires_at IS
+    'When the provider''s video URL stops working: from the URL''s signature, else an estimate (30 days)';
 
 -- The worker finds due work through these; final tasks stay out of them,
 -- so they stay small however long the history grows.  Pending tasks are
@@ -82,6 +98,9 @@ CREATE INDEX kling_tasks_delivery_idx ON kling_tasks (id) WHERE delivery_pending
 -- active limit for a while (the provider goes on making it).
 CREATE INDEX kling_tasks_owner_cancelled_idx ON kling_tasks (owner, submitted_at)
     WHERE status = 'cancelled';
+-- The worker finds videos to fetch through this one.
+CREATE INDEX kling_tasks_keep_idx ON kling_tasks (keep_next_at)
+    WHERE keep_state = 'waiting';
 
 -- A role sees only its own tasks (superusers and the table owner see all).
 -- Nobody but the owner may write the table: the functions below do the
@@ -140,7 +159,7 @@ AS 'MODULE_PATHNAME', 'kling_on_insert'
 LANGUAGE C;
 
 COMMENT ON FUNCTION kling_on_insert() IS
-    'BEFORE INSERT trigger: kling_on_insert(prompt_column, task_id_column, video_url_column [, opts [, opts_column [, on_missing_prompt]]])';
+    'BEFORE INSERT trigger: kling_on_insert(prompt_column, task_id_column, video_url_column [, opts [, opts_column [, on_missing_prompt [, image_column]]]])';
 
 -- What the worker makes of a provider response; for troubleshooting and tests.
 CREATE FUNCTION kling_parse_response(kind text, http_status integer, body text,
@@ -255,3 +274,64 @@ GRANT EXECUTE ON FUNCTION kling_submit(text, jsonb), kling_status(bigint), kling
 GRANT SELECT ON kling_tasks, kling_stats, kling_failures TO kling_user;
 GRANT EXECUTE ON FUNCTION kling_worker_info() TO kling_monitor;
 GRANT SELECT ON kling_worker TO kling_monitor;
+
+-- Kept videos stored in the database: a large object each (streamed in and
+-- out in chunks, up to 4 TB, in dumps), listed here.  A role sees its own.
+CREATE TABLE kling_videos (
+    task_id      bigint PRIMARY KEY REFERENCES kling_tasks (id) ON DELETE CASCADE,
+    owner        name NOT NULL,
+    data         oid NOT NULL,
+    content_type text NOT NULL,
+    size         bigint NOT NULL,
+    sha256       text NOT NULL,
+    fetched_at   timestamptz NOT NULL DEFAULT now()
+);
+
+COMMENT ON TABLE kling_videos IS
+    'Videos kept in the database (kling.storage = database): one large object per task';
+COMMENT ON COLUMN kling_videos.data IS
+    'The large object holding the file; read it with kling_video(task_id)';
+COMMENT ON COLUMN kling_videos.sha256 IS
+    'SHA-256 of the file, in hex, computed as it was fetched';
+
+ALTER TABLE kling_videos ENABLE ROW LEVEL SECURITY;
+CREATE POLICY kling_videos_own ON kling_videos FOR SELECT
+    USING (owner = current_user);
+REVOKE ALL ON kling_videos FROM PUBLIC;
+SELECT pg_catalog.pg_extension_config_dump('kling_videos', '');
+
+-- A kept video's large object goes with its row (a task deleted by
+-- kling.retention takes both).
+CREATE FUNCTION kling_videos_unlink() RETURNS trigger
+LANGUAGE plpgsql
+SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    PERFORM pg_catalog.lo_unlink(OLD.data);
+    RETURN OLD;
+END $$;
+REVOKE ALL ON FUNCTION kling_videos_unlink() FROM PUBLIC;
+CREATE TRIGGER kling_videos_unlink AFTER DELETE ON kling_videos
+    FOR EACH ROW EXECUTE FUNCTION kling_videos_unlink();
+
+-- The bytes of a kept video, for the task's owner.
+CREATE FUNCTION kling_video(id bigint)
+RETURNS bytea
+AS 'MODULE_PATHNAME', 'kling_video'
+LANGUAGE C STABLE;
+
+COMMENT ON FUNCTION kling_video(bigint) IS
+    'The kept video of a task (kling.storage = database), for its owner; an error if none';
+REVOKE ALL ON FUNCTION kling_video(bigint) FROM PUBLIC;
+
+-- Kept bytes per day, of the caller's own videos.
+CREATE VIEW kling_storage WITH (security_invoker = true) AS
+SELECT fetched_at::date AS day, count(*) AS videos, sum(size) AS bytes
+FROM kling_videos
+GROUP BY 1;
+
+COMMENT ON VIEW kling_storage IS
+    'Videos kept in the database per day: how many, how many bytes';
+REVOKE ALL ON kling_storage FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION kling_video(bigint) TO kling_user;
+GRANT SELECT ON kling_videos, kling_storage TO kling_user;

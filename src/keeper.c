@@ -1,0 +1,391 @@
+/*-------------------------------------------------------------------------
+ *
+ * keeper.c
+ *		Keeping completed videos.
+ *
+ * A task whose video is kept is marked 'waiting' when it completes.  In
+ * its round transaction the worker records what finished fetches came to
+ * (the file stored, a retry planned, or a failure that says why) and
+ * claims more tasks to fetch; after the commit it starts their downloads
+ * and forgets the recorded ones.  A round that rolls back records its
+ * fetches again in the next one.
+ *
+ * A fetched file is stored as a large object, streamed in 1 MB chunks, and
+ * listed in kling_videos.  A failure to fetch or store never touches the
+ * task's status: it stays completed, with its URL.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+#include <unistd.h>
+
+#include "catalog/pg_type.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/timestamp.h"
+#include "utils/memutils.h"
+
+#include "download.h"
+#include "keeper.h"
+#include "plan_cache.h"
+#include "settings.h"
+#include "subxact.h"
+
+/* Stored into the large object a chunk at a time. */
+#define KLING_STORE_CHUNK (1024 * 1024)
+/* Backoff between tries: doubling from a second, at most five minutes. */
+#define KLING_KEEP_FIRST_RETRY_MS 1000
+#define KLING_KEEP_MAX_RETRY_MS (300 * 1000)
+
+typedef enum KlingKeepPlanId
+{
+	KLING_KEEP_CLAIM,
+	KLING_KEEP_NEXT_DUE,
+	KLING_KEEP_RETRY,
+	KLING_KEEP_FAIL,
+	KLING_KEEP_KEPT,
+	KLING_KEEP_LO_CREATE,
+	KLING_KEEP_LO_PUT,
+	KLING_KEEP_ROW,
+	KLING_NUM_KEEP_PLANS
+} KlingKeepPlanId;
+
+static KlingPlan kling_keep_plans[KLING_NUM_KEEP_PLANS] = {
+	[KLING_KEEP_CLAIM] = {
+		"SELECT id, video_url, keep_attempts FROM %1$s"
+		" WHERE keep_state = 'waiting' AND status = 'completed' AND video_url IS NOT NULL"
+		" AND coalesce(keep_next_at, '-infinity') <= now() AND id <> ALL ($1)"
+		" ORDER BY keep_next_at NULLS FIRST, id LIMIT $2",
+		2, {INT8ARRAYOID, INT4OID}
+	},
+	[KLING_KEEP_NEXT_DUE] = {
+		"SELECT min(keep_next_at) FROM %1$s WHERE keep_state = 'waiting'",
+		0, {InvalidOid}
+	},
+	[KLING_KEEP_RETRY] = {
+		"UPDATE %1$s SET keep_attempts = $2, keep_next_at = now() + $3 * interval '1 millisecond',"
+		" updated_at = now() WHERE id = $1 AND keep_state = 'waiting'",
+		3, {INT8OID, INT4OID, INT4OID}
+	},
+	[KLING_KEEP_FAIL] = {
+		"UPDATE %1$s SET keep_state = 'failed', keep_attempts = $2, keep_next_at = NULL,"
+		" delivery_error = coalesce(delivery_error || '; ', '') || 'video not kept: ' || $3,"
+		" updated_at = now() WHERE id = $1 AND keep_state = 'waiting'",
+		3, {INT8OID, INT4OID, TEXTOID}
+	},
+	[KLING_KEEP_KEPT] = {
+		"UPDATE %1$s SET keep_state = 'kept', keep_next_at = NULL, video_key = $2, updated_at = now()"
+		" WHERE id = $1 AND keep_state = 'waiting' RETURNING owner",
+		2, {INT8OID, TEXTOID}
+	},
+	[KLING_KEEP_LO_CREATE] = {
+		"SELECT pg_catalog.lo_from_bytea(0, $1)",
+		1, {BYTEAOID}
+	},
+	[KLING_KEEP_LO_PUT] = {
+		"SELECT pg_catalog.lo_put($1, $2, $3)",
+		3, {OIDOID, INT8OID, BYTEAOID}
+	},
+	[KLING_KEEP_ROW] = {
+		"INSERT INTO %2$s.kling_videos (task_id, owner, data, content_type, size, sha256)"
+		" VALUES ($1, $2::name, $3, $4, $5, $6)",
+		6, {INT8OID, TEXTOID, OIDOID, TEXTOID, INT8OID, TEXTOID}
+	},
+};
+
+typedef struct KlingKeep
+{
+	KlingDownload *download;
+	bool		recorded;		/* its outcome is written in this round */
+} KlingKeep;
+
+typedef struct KlingClaimedKeep
+{
+	int64		id;
+	char	   *url;
+	int			attempts;
+} KlingClaimedKeep;
+
+static MemoryContext kling_keep_context = NULL;
+static List *kling_keeps = NIL;		/* KlingKeep: running and finished */
+static List *kling_claimed = NIL;	/* KlingClaimedKeep: to start at commit */
+
+/* The context downloads live in, across rounds. */
+static MemoryContext
+kling_keeper_context(void)
+{
+	if (kling_keep_context == NULL)
+		kling_keep_context = AllocSetContextCreate(TopMemoryContext, "kling downloads",
+												   ALLOCSET_DEFAULT_SIZES);
+	return kling_keep_context;
+}
+
+/*
+ * A finished request: if it is one of the downloads, note how it ended and
+ * return true; else false (a request to the provider).
+ */
+bool
+kling_keeper_take(KlingHttpRequest *req)
+{
+	ListCell   *lc;
+
+	foreach(lc, kling_keeps)
+	{
+		KlingKeep  *k = lfirst(lc);
+
+		if (k->download->request == req)
+		{
+			MemoryContext old = MemoryContextSwitchTo(kling_keeper_context());
+
+			kling_download_finished(k->download);
+			MemoryContextSwitchTo(old);
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Store a fetched file: the task marked kept, the bytes in a large object, the row. */
+static void
+kling_store_step(void *arg)
+{
+	KlingDownload *d = arg;
+	Datum		values[6];
+	char		nulls[6] = {' ', 'n', ' ', ' ', ' ', ' '};
+	bytea	   *chunk;
+	char	   *owner;
+	Oid			object = InvalidOid;
+	int64		offset = 0;
+	ssize_t		n;
+	bool		isnull;
+
+	values[0] = Int64GetDatum(d->task_id);
+	kling_execute(&kling_keep_plans[KLING_KEEP_KEPT], values, nulls, 0);
+	if (SPI_processed == 0)
+		return;					/* deleted, or no longer waiting */
+	owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
+
+	chunk = palloc(VARHDRSZ + KLING_STORE_CHUNK);
+	while ((n = pg_pread(d->fd, VARDATA(chunk), KLING_STORE_CHUNK, offset)) > 0)
+	{
+		SET_VARSIZE(chunk, VARHDRSZ + n);
+		if (object == InvalidOid)
+		{
+			values[0] = PointerGetDatum(chunk);
+			kling_execute(&kling_keep_plans[KLING_KEEP_LO_CREATE], values, NULL, 0);
+			object = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+													SPI_tuptable->tupdesc, 1, &isnull));
+		}
+		else
+		{
+			values[0] = ObjectIdGetDatum(object);
+			values[1] = Int64GetDatum(offset);
+			values[2] = PointerGetDatum(chunk);
+			kling_execute(&kling_keep_plans[KLING_KEEP_LO_PUT], values, NULL, 0);
+		}
+		SPI_freetuptable(SPI_tuptable);
+		offset += n;
+		CHECK_FOR_INTERRUPTS();
+	}
+	if (n < 0)
+		ereport(ERROR,
+				(errcode_for_file_access(),
+				 errmsg("could not read \"%s\": %m", d->path)));
+	if (offset != d->size)
+		elog(ERROR, "\"%s\" changed while it was stored", d->path);
+	pfree(chunk);
+
+	values[0] = Int64GetDatum(d->task_id);
+	values[1] = CStringGetTextDatum(owner);
+	values[2] = ObjectIdGetDatum(object);
+	values[3] = CStringGetTextDatum(d->content_type);
+	values[4] = Int64GetDatum(d->size);
+	values[5] = CStringGetTextDatum(d->sha256);
+	kling_execute(&kling_keep_plans[KLING_KEEP_ROW], values, NULL, 0);
+}
+
+/* How long to wait before the next try, with jitter. */
+static int
+kling_keep_backoff_ms(int attempts)
+{
+	double		ms = KLING_KEEP_FIRST_RETRY_MS * pow(2.0, Min(attempts, 20));
+
+	ms = Min(ms, KLING_KEEP_MAX_RETRY_MS);
+	return (int) (ms * (0.8 + 0.4 * pg_prng_double(&pg_global_prng_state)));
+}
+
+/* Write what a finished fetch came to. */
+static void
+kling_record(KlingDownload *d)
+{
+	Datum		values[3];
+	char	   *error = d->error;
+
+	if (d->outcome == KLING_FETCH_DONE)
+	{
+		error = kling_try_in_subtransaction(kling_store_step, d);
+		if (error == NULL)
+			return;
+		d->outcome = KLING_FETCH_RETRY;
+	}
+
+	values[0] = Int64GetDatum(d->task_id);
+	values[1] = Int32GetDatum(d->attempts + 1);
+	if (d->outcome == KLING_FETCH_RETRY && d->attempts + 1 < kling_max_attempts)
+	{
+		values[2] = Int32GetDatum(kling_keep_backoff_ms(d->attempts));
+		kling_execute(&kling_keep_plans[KLING_KEEP_RETRY], values, NULL, 0);
+		return;
+	}
+	if (d->outcome == KLING_FETCH_RETRY)
+		error = psprintf("%s (after %d attempts)", error, d->attempts + 1);
+	values[2] = CStringGetTextDatum(error);
+	kling_execute(&kling_keep_plans[KLING_KEEP_FAIL], values, NULL, 0);
+}
+
+/* Claim tasks whose videos are due to be fetched, up to the free places. */
+static void
+kling_claim_keeps(void)
+{
+	int			room = KLING_MAX_DOWNLOADS - list_length(kling_keeps);
+	Datum	   *busy = palloc(Max(1, list_length(kling_keeps)) * sizeof(Datum));
+	Datum		values[2];
+	ListCell   *lc;
+	int			n = 0;
+
+	if (room <= 0)
+		return;
+	foreach(lc, kling_keeps)
+		busy[n++] = Int64GetDatum(((KlingKeep *) lfirst(lc))->download->task_id);
+	values[0] = kling_array(busy, NULL, n, INT8OID);
+	values[1] = Int32GetDatum(room);
+	kling_execute(&kling_keep_plans[KLING_KEEP_CLAIM], values, NULL, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		MemoryContext old = MemoryContextSwitchTo(kling_keeper_context());
+		KlingClaimedKeep *c = palloc(sizeof(KlingClaimedKeep));
+		bool		isnull;
+
+		c->id = kling_result_int8(i, 1);
+		c->url = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
+		c->attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
+												  3, &isnull));
+		kling_claimed = lappend(kling_claimed, c);
+		MemoryContextSwitchTo(old);
+	}
+}
+
+/*
+ * In the round's transaction: record finished fetches, claim more.
+ * Returns when a waiting one is next due (0 if none waits).
+ */
+TimestampTz
+kling_keeper_round(void)
+{
+	ListCell   *lc;
+	bool		isnull;
+	Datum		due;
+
+	foreach(lc, kling_keeps)
+	{
+		KlingKeep  *k = lfirst(lc);
+
+		if (k->download->outcome != KLING_FETCH_RUNNING && !k->recorded)
+		{
+			kling_record(k->download);
+			k->recorded = true;
+		}
+	}
+	kling_claim_keeps();
+
+	kling_execute(&kling_keep_plans[KLING_KEEP_NEXT_DUE], NULL, NULL, 0);
+	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	return isnull ? 0 : DatumGetTimestampTz(due);
+}
+
+/* Forget the claims (their URLs too). */
+static void
+kling_forget_claims(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, kling_claimed)
+		pfree(((KlingClaimedKeep *) lfirst(lc))->url);
+	list_free_deep(kling_claimed);
+	kling_claimed = NIL;
+}
+
+/* The round committed: forget what it recorded, start what it claimed. */
+void
+kling_keeper_committed(void)
+{
+	MemoryContext old = MemoryContextSwitchTo(kling_keeper_context());
+	ListCell   *lc;
+
+	foreach(lc, kling_keeps)
+	{
+		KlingKeep  *k = lfirst(lc);
+
+		if (k->recorded)
+		{
+			kling_download_discard(k->download);
+			pfree(k->download);
+			pfree(k);
+			kling_keeps = foreach_delete_current(kling_keeps, lc);
+		}
+	}
+	foreach(lc, kling_claimed)
+	{
+		KlingClaimedKeep *c = lfirst(lc);
+		KlingKeep  *k = palloc0(sizeof(KlingKeep));
+
+		k->download = kling_download_start(c->id, c->url, c->attempts);
+		kling_keeps = lappend(kling_keeps, k);
+	}
+	kling_forget_claims();
+	MemoryContextSwitchTo(old);
+}
+
+/* The round rolled back: its records are undone, its claims void. */
+void
+kling_keeper_aborted(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, kling_keeps)
+		((KlingKeep *) lfirst(lc))->recorded = false;
+	kling_forget_claims();
+}
+
+/* At exit (a signal, an error): no file is left behind. */
+void
+kling_keeper_at_exit(int code, Datum arg)
+{
+	ListCell   *lc;
+
+	foreach(lc, kling_keeps)
+	{
+		KlingDownload *d = ((KlingKeep *) lfirst(lc))->download;
+
+		if (d->path[0] != '\0')
+			(void) unlink(d->path);
+	}
+}
+
+/* The worker leaves: stop every download and remove its file. */
+void
+kling_keeper_stop(void)
+{
+	ListCell   *lc;
+
+	foreach(lc, kling_keeps)
+		kling_download_discard(((KlingKeep *) lfirst(lc))->download);
+	kling_keeps = NIL;
+	kling_claimed = NIL;
+	if (kling_keep_context != NULL)
+		MemoryContextReset(kling_keep_context);
+}
