@@ -79,7 +79,7 @@ static KlingPlan kling_keep_plans[KLING_NUM_KEEP_PLANS] = {
 	},
 	[KLING_KEEP_KEPT] = {
 		"UPDATE %1$s SET keep_state = 'kept', keep_next_at = NULL, video_key = $2, updated_at = now()"
-		" WHERE id = $1 AND keep_state = 'waiting' RETURNING owner",
+		" WHERE id = $1 AND keep_state = 'waiting'",
 		2, {INT8OID, TEXTOID}
 	},
 	[KLING_KEEP_LO_CREATE] = {
@@ -92,8 +92,8 @@ static KlingPlan kling_keep_plans[KLING_NUM_KEEP_PLANS] = {
 	},
 	[KLING_KEEP_ROW] = {
 		"INSERT INTO %2$s.kling_videos (task_id, owner, data, content_type, size, sha256)"
-		" VALUES ($1, $2::name, $3, $4, $5, $6)",
-		6, {INT8OID, TEXTOID, OIDOID, TEXTOID, INT8OID, TEXTOID}
+		" SELECT id, owner, $2, $3, $4, $5 FROM %1$s WHERE id = $1",
+		5, {INT8OID, OIDOID, TEXTOID, INT8OID, TEXTOID}
 	},
 };
 
@@ -149,7 +149,10 @@ kling_keeper_take(KlingHttpRequest *req)
 	return false;
 }
 
-/* Store a fetched file: the task marked kept, the bytes in a large object, the row. */
+/*
+ * Store a fetched file: the task marked kept, the bytes in a large object,
+ * the row (whose owner is the task's).
+ */
 static void
 kling_store_step(void *arg)
 {
@@ -157,7 +160,6 @@ kling_store_step(void *arg)
 	Datum		values[6];
 	char		nulls[6] = {' ', 'n', ' ', ' ', ' ', ' '};
 	bytea	   *chunk;
-	char	   *owner;
 	Oid			object = InvalidOid;
 	int64		offset = 0;
 	ssize_t		n;
@@ -167,7 +169,6 @@ kling_store_step(void *arg)
 	kling_execute(&kling_keep_plans[KLING_KEEP_KEPT], values, nulls, 0);
 	if (SPI_processed == 0)
 		return;					/* deleted, or no longer waiting */
-	owner = SPI_getvalue(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1);
 
 	chunk = palloc(VARHDRSZ + KLING_STORE_CHUNK);
 	while ((n = pg_pread(d->fd, VARDATA(chunk), KLING_STORE_CHUNK, offset)) > 0)
@@ -200,11 +201,10 @@ kling_store_step(void *arg)
 	pfree(chunk);
 
 	values[0] = Int64GetDatum(d->task_id);
-	values[1] = CStringGetTextDatum(owner);
-	values[2] = ObjectIdGetDatum(object);
-	values[3] = CStringGetTextDatum(d->content_type);
-	values[4] = Int64GetDatum(d->size);
-	values[5] = CStringGetTextDatum(d->sha256);
+	values[1] = ObjectIdGetDatum(object);
+	values[2] = CStringGetTextDatum(d->content_type);
+	values[3] = Int64GetDatum(d->size);
+	values[4] = CStringGetTextDatum(d->sha256);
 	kling_execute(&kling_keep_plans[KLING_KEEP_ROW], values, NULL, 0);
 }
 

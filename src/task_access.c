@@ -63,7 +63,7 @@ static KlingPlan kling_access_plans[KLING_NUM_ACCESS_PLANS] = {
 
 	/* Read as the table's owner, for the task's owner only. */
 	[KLING_PLAN_VIDEO] = {
-		"SELECT pg_catalog.lo_get(v.data) FROM %2$s.kling_videos v JOIN %1$s t ON t.id = v.task_id"
+		"SELECT pg_catalog.lo_get(v.data) FROM %1$s t JOIN %2$s.kling_videos v ON v.task_id = t.id"
 		" WHERE t.id = $1 AND (t.owner = $2::name OR $3)",
 		3, {INT8OID, TEXTOID, BOOLOID}
 	},
