@@ -34,6 +34,7 @@ OBJS = \
 	src/delivery.o \
 	src/download.o \
 	src/keeper.o \
+	src/upload.o \
 	src/deliverer.o \
 	src/monitor.o \
 	src/policy.o \

@@ -237,7 +237,7 @@ kling_download_start(int64 task_id, const char *url, int attempts)
 }
 
 /* Whether an HTTP status is worth another try later. */
-static bool
+bool
 kling_status_is_transient(long status)
 {
 	return status == 408 || status == 425 || status == 429 || status >= 500;
@@ -309,6 +309,8 @@ kling_download_discard(KlingDownload *d)
 		CurrentResourceOwner = save;
 		d->sha = NULL;
 	}
+	curl_slist_free_all(d->upload_headers);
+	d->upload_headers = NULL;
 	if (d->fd >= 0)
 		close(d->fd);
 	d->fd = -1;

@@ -38,11 +38,18 @@ typedef struct KlingDownload
 	KlingHttpRequest *request;
 	KlingFetchOutcome outcome;
 	char	   *error;
+
+	/* With kling.storage = s3: the upload that follows the download. */
+	bool		uploading;
+	char		key[64];		/* the object key */
+	int64		sent;			/* bytes read for the upload so far */
+	struct curl_slist *upload_headers;
 } KlingDownload;
 
 extern KlingDownload *kling_download_start(int64 task_id, const char *url, int attempts);
 extern void kling_download_finished(KlingDownload *d);
 extern void kling_download_discard(KlingDownload *d);
 extern bool kling_address_is_private(const struct sockaddr *addr);
+extern bool kling_status_is_transient(long status);
 
 #endif							/* KLING_DOWNLOAD_H */

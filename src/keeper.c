@@ -34,6 +34,8 @@
 #include "plan_cache.h"
 #include "settings.h"
 #include "subxact.h"
+#include "upload.h"
+#include "video_settings.h"
 
 /* Stored into the large object a chunk at a time. */
 #define KLING_STORE_CHUNK (1024 * 1024)
@@ -139,9 +141,17 @@ kling_keeper_take(KlingHttpRequest *req)
 
 		if (k->download->request == req)
 		{
+			KlingDownload *d = k->download;
 			MemoryContext old = MemoryContextSwitchTo(kling_keeper_context());
 
-			kling_download_finished(k->download);
+			if (d->uploading)
+				kling_upload_finished(d);
+			else
+			{
+				kling_download_finished(d);
+				if (d->outcome == KLING_FETCH_DONE && kling_storage == KLING_STORAGE_S3)
+					kling_upload_start(d);
+			}
 			MemoryContextSwitchTo(old);
 			return true;
 		}
@@ -225,6 +235,13 @@ kling_record(KlingDownload *d)
 	Datum		values[3];
 	char	   *error = d->error;
 
+	if (d->outcome == KLING_FETCH_DONE && d->uploading)
+	{
+		values[0] = Int64GetDatum(d->task_id);
+		values[1] = CStringGetTextDatum(d->key);
+		kling_execute(&kling_keep_plans[KLING_KEEP_KEPT], values, NULL, 0);
+		return;
+	}
 	if (d->outcome == KLING_FETCH_DONE)
 	{
 		error = kling_try_in_subtransaction(kling_store_step, d);
@@ -247,6 +264,24 @@ kling_record(KlingDownload *d)
 	kling_execute(&kling_keep_plans[KLING_KEEP_FAIL], values, NULL, 0);
 }
 
+/*
+ * Whether the S3 settings are incomplete: then nothing is fetched (no
+ * attempt is spent on the configuration), and the log says why, once.
+ */
+static bool
+kling_uploads_blocked(void)
+{
+	static bool said = false;
+	const char *why = kling_storage == KLING_STORAGE_S3 ? kling_s3_unconfigured() : NULL;
+
+	if (why != NULL && !said)
+		ereport(WARNING,
+				(errmsg("kling: videos are not kept for now: %s", why),
+				 errhint("Set the kling.s3_* settings and reload the configuration.")));
+	said = (why != NULL);
+	return why != NULL;
+}
+
 /* Claim tasks whose videos are due to be fetched, up to the free places. */
 static void
 kling_claim_keeps(void)
@@ -257,7 +292,7 @@ kling_claim_keeps(void)
 	ListCell   *lc;
 	int			n = 0;
 
-	if (room <= 0)
+	if (room <= 0 || kling_uploads_blocked())
 		return;
 	foreach(lc, kling_keeps)
 		busy[n++] = Int64GetDatum(((KlingKeep *) lfirst(lc))->download->task_id);

@@ -26,6 +26,11 @@ kling_install_deps() {
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
             || missing+=("$p")
     done
+    # The S3 upload test's local server runs on Node.js (test/s3); any
+    # Node.js with npm will do, Debian's or another.
+    if [ "${KLING_S3_SERVER:-on}" != off ] && ! command -v npm >/dev/null; then
+        missing+=(nodejs npm)
+    fi
     [ ${#missing[@]} -eq 0 ] && return 0
     local sudo=
     if [ "$(id -u)" -ne 0 ]; then
