@@ -1,6 +1,7 @@
 -- kling--0.4--0.5.sql: kept videos (opts.keep, kling.keep_videos), where
 -- they are (kling_videos, or an object key), when the provider's URL
--- expires; kling_on_insert's seventh argument, an image column.
+-- expires; kling_on_insert's seventh and eighth arguments, an image column
+-- and a column for the kept video.
 
 \echo Use "ALTER EXTENSION kling UPDATE TO '0.5'" to load this file. \quit
 
@@ -10,6 +11,7 @@ ALTER TABLE kling_tasks
     ADD COLUMN keep_next_at timestamptz,
     ADD COLUMN video_key text,
     ADD COLUMN expires_at timestamptz,
+    ADD COLUMN target_video_column name,
     ADD CONSTRAINT kling_tasks_keep_state_check CHECK (keep_state IN ('waiting', 'kept', 'failed'));
 
 COMMENT ON COLUMN kling_tasks.keep_state IS
@@ -22,12 +24,14 @@ COMMENT ON COLUMN kling_tasks.video_key IS
     'With kling.storage = s3: the object key of the kept video';
 COMMENT ON COLUMN kling_tasks.expires_at IS
     'When the provider''s video URL stops working: from the URL''s signature, else an estimate (30 days)';
+COMMENT ON COLUMN kling_tasks.target_video_column IS
+    'For a task made by kling_on_insert: the column that receives the kept video (bytea) or its object key (text)';
 
 CREATE INDEX kling_tasks_keep_idx ON kling_tasks (keep_next_at)
     WHERE keep_state = 'waiting';
 
 COMMENT ON FUNCTION kling_on_insert() IS
-    'BEFORE INSERT trigger: kling_on_insert(prompt_column, task_id_column, video_url_column [, opts [, opts_column [, on_missing_prompt [, image_column]]]])';
+    'BEFORE INSERT trigger: kling_on_insert(prompt_column, task_id_column, video_url_column [, opts [, opts_column [, on_missing_prompt [, image_column [, video_column]]]]])';
 
 -- Kept videos stored in the database: a large object each (streamed in and
 -- out in chunks, up to 4 TB, in dumps), listed here.  A role sees its own.

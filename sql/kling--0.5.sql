@@ -30,6 +30,7 @@ CREATE TABLE kling_tasks (
     keep_next_at    timestamptz,
     video_key       text,
     expires_at      timestamptz,
+    target_video_column name,
     CONSTRAINT kling_tasks_status_check CHECK (status IN
         ('pending', 'submitting', 'queued', 'generating',
          'completed', 'failed', 'cancelled')),
@@ -70,6 +71,8 @@ COMMENT ON COLUMN kling_tasks.video_key IS
     'With kling.storage = s3: the object key of the kept video';
 COMMENT ON COLUMN kling_tasks.expires_at IS
     'When the provider''s video URL stops working: from the URL''s signature, else an estimate (30 days)';
+COMMENT ON COLUMN kling_tasks.target_video_column IS
+    'For a task made by kling_on_insert: the column that receives the kept video (bytea) or its object key (text)';
 
 -- The worker finds due work through these; final tasks stay out of them,
 -- so they stay small however long the history grows.  Pending tasks are
@@ -159,7 +162,7 @@ AS 'MODULE_PATHNAME', 'kling_on_insert'
 LANGUAGE C;
 
 COMMENT ON FUNCTION kling_on_insert() IS
-    'BEFORE INSERT trigger: kling_on_insert(prompt_column, task_id_column, video_url_column [, opts [, opts_column [, on_missing_prompt [, image_column]]]])';
+    'BEFORE INSERT trigger: kling_on_insert(prompt_column, task_id_column, video_url_column [, opts [, opts_column [, on_missing_prompt [, image_column [, video_column]]]]])';
 
 -- What the worker makes of a provider response; for troubleshooting and tests.
 CREATE FUNCTION kling_parse_response(kind text, http_status integer, body text,

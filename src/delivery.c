@@ -27,15 +27,18 @@
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
 #include "utils/json.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
 
 #include "compat.h"
 #include "delivery.h"
+#include "plan_cache.h"
 #include "sandbox.h"
 #include "shmem.h"
 #include "store.h"
+#include "subxact.h"
 
 static char *kling_run_as_owner(KlingDelivery *d, KlingStep step);
 static void kling_write_back(void *arg);
@@ -56,16 +59,20 @@ kling_run_as_owner(KlingDelivery *d, KlingStep step)
 }
 
 /*
- * Write the video URL into the row of the target table that holds the
- * task's id.  Identifiers are quoted, values passed as parameters.
+ * Write the video URL (and the kept video, or its object key, if the
+ * trigger named a column for it) into the row of the target table that
+ * holds the task's id.  Identifiers are quoted, values passed as
+ * parameters.
  */
 static void
 kling_write_back(void *arg)
 {
 	KlingDelivery *d = arg;
 	char	   *relname = get_rel_name(d->target_table);
-	char	   *sql;
-	Datum		values[2];
+	StringInfoData sql;
+	Datum		values[3];
+	Oid			types[3] = {TEXTOID, INT8OID, InvalidOid};
+	int			nargs = 2;
 	int			rc;
 
 	if (relname == NULL)
@@ -73,14 +80,22 @@ kling_write_back(void *arg)
 				(errcode(ERRCODE_UNDEFINED_TABLE),
 				 errmsg("the table to write the video URL into no longer exists")));
 
-	sql = psprintf("UPDATE %s SET %s = $1 WHERE %s = $2",
-				   quote_qualified_identifier(get_namespace_name(get_rel_namespace(d->target_table)),
-											  relname),
-				   quote_identifier(d->target_url_column),
-				   quote_identifier(d->target_id_column));
+	initStringInfo(&sql);
+	appendStringInfo(&sql, "UPDATE %s SET %s = $1",
+					 quote_qualified_identifier(get_namespace_name(get_rel_namespace(d->target_table)),
+												relname),
+					 quote_identifier(d->target_url_column));
+	if (d->video != (Datum) 0)
+	{
+		appendStringInfo(&sql, ", %s = $3", quote_identifier(d->target_video_column));
+		values[2] = d->video;
+		types[2] = d->video_type;
+		nargs = 3;
+	}
+	appendStringInfo(&sql, " WHERE %s = $2", quote_identifier(d->target_id_column));
 	values[0] = CStringGetTextDatum(d->video_url);
 	values[1] = Int64GetDatum(d->id);
-	rc = SPI_execute_with_args(sql, 2, (Oid[]) {TEXTOID, INT8OID}, values, NULL, false, 0);
+	rc = SPI_execute_with_args(sql.data, nargs, types, values, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "write-back failed: %s", SPI_result_code_string(rc));
 	if (SPI_processed == 0)
@@ -88,6 +103,38 @@ kling_write_back(void *arg)
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("no row of %s has %s = %lld any more (deleted or changed)",
 						relname, d->target_id_column, (long long) d->id)));
+}
+
+/*
+ * What the write-back puts in the video column: the bytes of a video kept
+ * in the database (read here, with the delivery process's own rights:
+ * the owner has none on the large object) or the object key of one kept
+ * in a bucket.
+ */
+static void
+kling_read_kept_video(void *arg)
+{
+	KlingDelivery *d = arg;
+	Datum		object = ObjectIdGetDatum(d->video_object);
+	MemoryContext old;
+	Datum		bytes;
+	bool		isnull;
+
+	if (!OidIsValid(d->video_object))
+	{
+		d->video = CStringGetTextDatum(d->video_key);
+		d->video_type = TEXTOID;
+		return;
+	}
+	if (SPI_execute_with_args("SELECT pg_catalog.lo_get($1)", 1, (Oid[]) {OIDOID},
+							  &object, NULL, true, 1) != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "could not read the large object of kling task %lld", (long long) d->id);
+	bytes = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+	old = MemoryContextSwitchTo(kling_round_context);
+	d->video = datumCopy(bytes, false, -1);
+	MemoryContextSwitchTo(old);
+	SPI_freetuptable(SPI_tuptable);
+	d->video_type = BYTEAOID;
 }
 
 /*
@@ -157,7 +204,12 @@ kling_deliver(KlingDelivery *d)
 	initStringInfo(&problems);
 	if (OidIsValid(d->target_table) && strcmp(d->status, "completed") == 0)
 	{
-		char	   *failure = kling_run_as_owner(d, kling_write_back);
+		char	   *failure = NULL;
+
+		if (d->target_video_column != NULL)
+			failure = kling_try_in_subtransaction(kling_read_kept_video, d);
+		if (failure == NULL)
+			failure = kling_run_as_owner(d, kling_write_back);
 
 		if (failure != NULL)
 			appendStringInfo(&problems, "write-back: %s", failure);

@@ -30,22 +30,31 @@ static KlingPlan kling_delivery_plans[KLING_NUM_DELIVERY_PLANS] = {
 	 * Of the tasks a round made final, mark those with something to deliver
 	 * (a write-back of a completed task, a callback) for the delivery
 	 * process; returns every task with its status and whether it was marked.
+	 * A task whose video is to be kept is delivered (and announced) once
+	 * that is settled: the keeper marks it then.
 	 */
 	[KLING_PLAN_MARK_DELIVERIES] = {
-		"WITH marked AS (UPDATE %1$s SET delivery_pending = true WHERE id = ANY ($1)"
-		"   AND ((target_table IS NOT NULL AND status = 'completed') OR opts ? 'callback')"
+		"WITH marked AS (UPDATE %1$s SET delivery_pending = (keep_state IS DISTINCT FROM 'waiting')"
+		"   WHERE id = ANY ($1)"
+		"   AND ((target_table IS NOT NULL AND status = 'completed') OR opts ? 'callback'"
+		"        OR keep_state = 'waiting')"
 		"   RETURNING id)"
 		" SELECT t.id, t.status, t.id IN (SELECT id FROM marked) FROM %1$s t WHERE t.id = ANY ($1)",
 		1, {INT8ARRAYOID}
 	},
 	[KLING_PLAN_CLAIM_DELIVERIES] = {
 		"SELECT t.id, t.owner, t.status, t.video_url, t.error, t.target_table::oid,"
-		" t.target_id_column, t.target_url_column, t.opts ->> 'callback', t"
-		" FROM %1$s t WHERE t.delivery_pending ORDER BY t.id LIMIT $1 FOR UPDATE SKIP LOCKED",
+		" t.target_id_column, t.target_url_column, t.opts ->> 'callback', t,"
+		" CASE WHEN t.keep_state = 'kept' THEN t.target_video_column END, t.video_key,"
+		" (SELECT v.data FROM %2$s.kling_videos v WHERE v.task_id = t.id)"
+		" FROM %1$s t WHERE t.delivery_pending ORDER BY t.id LIMIT $1 FOR UPDATE OF t SKIP LOCKED",
 		1, {INT4OID}
 	},
 	[KLING_PLAN_FINISH_DELIVERY] = {
-		"UPDATE %1$s SET delivery_pending = false, delivery_error = $2, updated_at = now()"
+		"UPDATE %1$s SET delivery_pending = false, updated_at = now(),"
+		" delivery_error = CASE WHEN keep_state = 'failed'"
+		"  THEN nullif(concat_ws('; ', $2, substring(delivery_error from 'video not kept: .*$')), '')"
+		"  ELSE $2 END"
 		" WHERE id = $1",
 		2, {INT8OID, TEXTOID}
 	},
@@ -110,6 +119,11 @@ kling_store_claim_deliveries(int limit)
 		d->target_id_column = kling_result_text(r, 7);
 		d->target_url_column = kling_result_text(r, 8);
 		d->callback = kling_result_text(r, 9);
+
+		d->target_video_column = kling_result_text(r, 11);
+		d->video_key = kling_result_text(r, 12);
+		oid = SPI_getbinval(tuple, desc, 13, &isnull);
+		d->video_object = isnull ? InvalidOid : DatumGetObjectId(oid);
 
 		spi = MemoryContextSwitchTo(kling_round_context);
 		d->row = PointerGetDatum(PG_DETOAST_DATUM_COPY(SPI_getbinval(tuple, desc, 10, &isnull)));

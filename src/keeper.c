@@ -12,7 +12,9 @@
  *
  * A fetched file is stored as a large object, streamed in 1 MB chunks, and
  * listed in kling_videos.  A failure to fetch or store never touches the
- * task's status: it stays completed, with its URL.
+ * task's status: it stays completed, with its URL.  Either way the task
+ * is then marked for the delivery process: its write-back, callback and
+ * announcement wait until its video is kept or known not to be.
  *
  *-------------------------------------------------------------------------
  */
@@ -75,12 +77,14 @@ static KlingPlan kling_keep_plans[KLING_NUM_KEEP_PLANS] = {
 	},
 	[KLING_KEEP_FAIL] = {
 		"UPDATE %1$s SET keep_state = 'failed', keep_attempts = $2, keep_next_at = NULL,"
+		" delivery_pending = true,"
 		" delivery_error = coalesce(delivery_error || '; ', '') || 'video not kept: ' || $3,"
 		" updated_at = now() WHERE id = $1 AND keep_state = 'waiting'",
 		3, {INT8OID, INT4OID, TEXTOID}
 	},
 	[KLING_KEEP_KEPT] = {
-		"UPDATE %1$s SET keep_state = 'kept', keep_next_at = NULL, video_key = $2, updated_at = now()"
+		"UPDATE %1$s SET keep_state = 'kept', keep_next_at = NULL, video_key = $2,"
+		" delivery_pending = true, updated_at = now()"
 		" WHERE id = $1 AND keep_state = 'waiting'",
 		2, {INT8OID, TEXTOID}
 	},
@@ -354,12 +358,16 @@ kling_forget_claims(void)
 	kling_claimed = NIL;
 }
 
-/* The round committed: forget what it recorded, start what it claimed. */
-void
+/*
+ * The round committed: forget what it recorded, start what it claimed.
+ * Returns whether it settled any (their tasks are to be delivered).
+ */
+bool
 kling_keeper_committed(void)
 {
 	MemoryContext old = MemoryContextSwitchTo(kling_keeper_context());
 	ListCell   *lc;
+	bool		settled = false;
 
 	foreach(lc, kling_keeps)
 	{
@@ -367,6 +375,7 @@ kling_keeper_committed(void)
 
 		if (k->recorded)
 		{
+			settled = true;
 			kling_download_discard(k->download);
 			pfree(k->download);
 			pfree(k);
@@ -383,6 +392,7 @@ kling_keeper_committed(void)
 	}
 	kling_forget_claims();
 	MemoryContextSwitchTo(old);
+	return settled;
 }
 
 /* The round rolled back: its records are undone, its claims void. */

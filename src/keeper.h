@@ -18,7 +18,7 @@
 
 extern bool kling_keeper_take(KlingHttpRequest *req);
 extern TimestampTz kling_keeper_round(void);
-extern void kling_keeper_committed(void);
+extern bool kling_keeper_committed(void);
 extern void kling_keeper_aborted(void);
 extern void kling_keeper_stop(void);
 extern void kling_keeper_at_exit(int code, Datum arg);

@@ -86,6 +86,7 @@ typedef struct KlingTarget
 	Oid			table;
 	const char *id_column;
 	const char *url_column;
+	const char *video_column;	/* NULL: none */
 } KlingTarget;
 
 /* What the delivery process needs to deliver a final task to its owner. */
@@ -101,6 +102,11 @@ typedef struct KlingDelivery
 	char	   *target_url_column;
 	char	   *callback;		/* signature of the callback, or NULL */
 	Datum		row;			/* the task's row, for the callback */
+	char	   *target_video_column;	/* set once the video is kept */
+	char	   *video_key;		/* kept in a bucket: its object key */
+	Oid			video_object;	/* kept in the database: its large object */
+	Datum		video;			/* what the video column gets, or 0 */
+	Oid			video_type;
 } KlingDelivery;
 
 /* A task a worker round made final, as the round announces it. */

@@ -33,9 +33,10 @@ typedef enum KlingAccessPlanId
 
 static KlingPlan kling_access_plans[KLING_NUM_ACCESS_PLANS] = {
 	[KLING_PLAN_INSERT] = {
-		"INSERT INTO %1$s (owner, prompt, opts, target_table, target_id_column, target_url_column)"
-		" VALUES ($3::name, $1, $2, $4::regclass, $5::name, $6::name) RETURNING id",
-		6, {TEXTOID, JSONBOID, TEXTOID, OIDOID, TEXTOID, TEXTOID}
+		"INSERT INTO %1$s (owner, prompt, opts, target_table, target_id_column, target_url_column,"
+		" target_video_column)"
+		" VALUES ($3::name, $1, $2, $4::regclass, $5::name, $6::name, $7::name) RETURNING id",
+		7, {TEXTOID, JSONBOID, TEXTOID, OIDOID, TEXTOID, TEXTOID, TEXTOID}
 	},
 	[KLING_PLAN_FETCH] = {
 		"SELECT * FROM %1$s WHERE id = $1 AND (owner = $2::name OR $3)",
@@ -130,8 +131,8 @@ int64
 kling_store_insert(text *prompt, Jsonb *opts, const KlingTarget *target)
 {
 	KlingCaller caller;
-	Datum		values[6];
-	char		nulls[6] = {' ', ' ', ' ', 'n', 'n', 'n'};
+	Datum		values[7];
+	char		nulls[7] = {' ', ' ', ' ', 'n', 'n', 'n', 'n'};
 	bool		isnull;
 	int64		id;
 
@@ -147,6 +148,11 @@ kling_store_insert(text *prompt, Jsonb *opts, const KlingTarget *target)
 		values[4] = CStringGetTextDatum(target->id_column);
 		values[5] = CStringGetTextDatum(target->url_column);
 		nulls[3] = nulls[4] = nulls[5] = ' ';
+		if (target->video_column != NULL)
+		{
+			values[6] = CStringGetTextDatum(target->video_column);
+			nulls[6] = ' ';
+		}
 	}
 	kling_execute(&kling_access_plans[KLING_PLAN_INSERT], values, nulls, 0);
 	id = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc,

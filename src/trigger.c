@@ -15,8 +15,10 @@
  * opts for every row; optionally a jsonb column whose value, when not NULL,
  * is merged over them; what to do with a row without what its model needs
  * (a prompt, or the image): 'error' (the default) or 'skip' (the row is
- * inserted without a task); and optionally the column holding the image of
- * an image-to-video model: a text URL, or bytea sent as a data URL.
+ * inserted without a task); optionally the column holding the image of an
+ * image-to-video model: a text URL, or bytea sent as a data URL; and
+ * optionally the column the kept video is written into: bytea for the
+ * bytes (kling.storage = database), text for the object key (s3).
  *
  *-------------------------------------------------------------------------
  */
@@ -46,7 +48,7 @@ static void kling_trigger_context(void *arg);
 
 /* Usage, for hints. */
 #define KLING_TRIGGER_USAGE \
-	"Use kling_on_insert('prompt_column', 'task_id_column', 'video_url_column' [, 'opts' [, 'opts_column' [, 'error' | 'skip' [, 'image_column']]]])."
+	"Use kling_on_insert('prompt_column', 'task_id_column', 'video_url_column' [, 'opts' [, 'opts_column' [, 'error' | 'skip' [, 'image_column' [, 'video_column']]]]])."
 
 /*
  * The attribute number of a column of the given types, or an error that
@@ -98,6 +100,7 @@ typedef struct KlingTriggerArgs
 	Jsonb	   *opts;			/* fixed options merged with the row's, or NULL */
 	bool		skip_missing;
 	bool		image_missing;	/* an image column is named, and NULL here */
+	const char *video_column;	/* where the kept video goes, or NULL */
 } KlingTriggerArgs;
 
 /*
@@ -144,10 +147,10 @@ kling_trigger_args(Relation rel, HeapTuple tuple, char **args, int nargs,
 	static const Oid id_types[] = {INT8OID, InvalidOid};
 	static const Oid jsonb_types[] = {JSONBOID, InvalidOid};
 
-	if (nargs < 3 || nargs > 7)
+	if (nargs < 3 || nargs > 8)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("kling_on_insert() takes 3 to 7 arguments, got %d", nargs),
+				 errmsg("kling_on_insert() takes 3 to 8 arguments, got %d", nargs),
 				 errhint(KLING_TRIGGER_USAGE)));
 
 	memset(out, 0, sizeof(*out));
@@ -182,6 +185,13 @@ kling_trigger_args(Relation rel, HeapTuple tuple, char **args, int nargs,
 
 		out->image_missing = (image == NULL);
 		out->opts = kling_merge_opts(out->opts, image);
+	}
+	if (nargs > 7 && args[7][0] != '\0')
+	{
+		static const Oid video_types[] = {BYTEAOID, TEXTOID, VARCHAROID, InvalidOid};
+
+		(void) kling_column(rel, args[7], video_types, "bytea, text or varchar");
+		out->video_column = args[7];
 	}
 }
 
@@ -244,6 +254,7 @@ kling_on_insert(PG_FUNCTION_ARGS)
 	target.table = kling_cluster_logical_table(rel);
 	target.id_column = trigdata->tg_trigger->tgargs[1];
 	target.url_column = trigdata->tg_trigger->tgargs[2];
+	target.video_column = a.video_column;
 	id = Int64GetDatum(kling_enqueue(prompt, a.opts, &target));
 
 	error_context_stack = errcallback.previous;

@@ -854,7 +854,8 @@ kling_after_round(KlingRound *round)
 	kling_send(round);
 	if (round->committed)
 	{
-		kling_keeper_committed();
+		if (kling_keeper_committed())
+			round->to_deliver++;
 		W.recovered = true;
 		if (W.recover_held != (Datum) 0)
 			pfree(DatumGetPointer(W.recover_held));

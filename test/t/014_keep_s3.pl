@@ -90,6 +90,19 @@ is($sha, media_sha($kept), 'byte for byte (SHA-256)');
 is($node->safe_psql($db, "SELECT count(*) FROM kling_videos"), '0',
 	'nothing is stored in the database');
 
+# A text column named for the kept video gets its object key.
+$node->safe_psql($db, q{
+	CREATE TABLE clips (id serial, prompt text, task_id bigint, video_url text, video_key text);
+	CREATE TRIGGER clip BEFORE INSERT ON clips FOR EACH ROW
+	    EXECUTE FUNCTION kling_on_insert('prompt', 'task_id', 'video_url', '{"keep": true}', '', 'error', '', 'video_key');
+	INSERT INTO clips (prompt) VALUES ('clip for the bucket');
+});
+my $clip = $node->safe_psql($db, 'SELECT task_id FROM clips');
+ok(wait_until($node, $db, 'SELECT video_key IS NOT NULL FROM clips', 't', 30),
+	'kling_on_insert writes the object key into the row');
+is($node->safe_psql($db, 'SELECT video_key FROM clips'),
+	$node->safe_psql($db, "SELECT video_key FROM kling_tasks WHERE id = $clip"), 'the task\'s key');
+
 # 2. A wrong secret: refused by the service, not stored, said on the task.
 $node->safe_psql($db, "ALTER SYSTEM SET kling.s3_secret_key = 'not-the-secret'");
 $node->reload;
