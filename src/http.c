@@ -411,6 +411,25 @@ kling_http_wait(long timeout_ms, uint32 wait_event_info)
 	return latch_set;
 }
 
+/*
+ * Let curl do what it can right now, without waiting: for long work in a
+ * round (storing a large file), so that the transfers in flight go on
+ * meanwhile.  Requests that finish are taken in the next round.
+ */
+void
+kling_http_pump(void)
+{
+	kling_serve_ready_sockets();
+	if (kling_timer_set && GetCurrentTimestamp() >= kling_timer_deadline)
+	{
+		int			running;
+
+		kling_timer_set = false;
+		curl_multi_socket_action(kling_multi, CURL_SOCKET_TIMEOUT, 0, &running);
+	}
+	kling_collect_done();
+}
+
 /* Let curl act on every socket that is ready now. */
 static void
 kling_serve_ready_sockets(void)

@@ -48,6 +48,7 @@ extern KlingHttpRequest *kling_http_start(const char *url, const char *post_body
 extern CURL *kling_http_easy(void);
 extern KlingHttpRequest *kling_http_start_transfer(CURL *easy, void *owner);
 extern bool kling_http_wait(long timeout_ms, uint32 wait_event_info);
+extern void kling_http_pump(void);
 extern KlingHttpRequest *kling_http_next_done(void);
 extern bool kling_http_has_done(void);
 extern const char *kling_http_failure(KlingHttpRequest *req);

@@ -116,9 +116,17 @@ typedef struct KlingClaimedKeep
 	int			attempts;
 } KlingClaimedKeep;
 
+/* An object of the bucket whose task retention deleted. */
+typedef struct KlingObjectDelete
+{
+	char	   *key;
+	KlingHttpRequest *request;	/* NULL until started */
+} KlingObjectDelete;
+
 static MemoryContext kling_keep_context = NULL;
 static List *kling_keeps = NIL;		/* KlingKeep: running and finished */
 static List *kling_claimed = NIL;	/* KlingClaimedKeep: to start at commit */
+static List *kling_object_deletes = NIL;	/* KlingObjectDelete */
 
 /* The context downloads live in, across rounds. */
 static MemoryContext
@@ -131,13 +139,64 @@ kling_keeper_context(void)
 }
 
 /*
- * A finished request: if it is one of the downloads, note how it ended and
- * return true; else false (a request to the provider).
+ * The round deletes tasks whose videos are in the bucket: once it commits,
+ * delete the objects too.
+ */
+void
+kling_keeper_forget_objects(List *keys)
+{
+	MemoryContext old = MemoryContextSwitchTo(kling_keeper_context());
+	ListCell   *lc;
+
+	foreach(lc, keys)
+	{
+		KlingObjectDelete *o = palloc0(sizeof(KlingObjectDelete));
+
+		o->key = pstrdup(lfirst(lc));
+		kling_object_deletes = lappend(kling_object_deletes, o);
+	}
+	MemoryContextSwitchTo(old);
+}
+
+/* An object delete is done: say so if it failed, and forget it. */
+static bool
+kling_object_delete_done(KlingHttpRequest *req)
+{
+	ListCell   *lc;
+
+	foreach(lc, kling_object_deletes)
+	{
+		KlingObjectDelete *o = lfirst(lc);
+		const char *failure;
+
+		if (o->request != req)
+			continue;
+		failure = kling_http_failure(req);
+		if (failure != NULL || req->http_status / 100 != 2)
+			ereport(LOG,
+					(errmsg("kling: could not delete object \"%s\" of kling.s3_bucket: %s",
+							o->key, failure ? failure : psprintf("HTTP %ld", req->http_status))));
+		kling_http_free(req);
+		pfree(o->key);
+		pfree(o);
+		kling_object_deletes = foreach_delete_current(kling_object_deletes, lc);
+		return true;
+	}
+	return false;
+}
+
+/*
+ * A finished request: if it is one of the downloads, uploads or object
+ * deletes, note how it ended and return true; else false (a request to the
+ * provider).
  */
 bool
 kling_keeper_take(KlingHttpRequest *req)
 {
 	ListCell   *lc;
+
+	if (kling_object_delete_done(req))
+		return true;
 
 	foreach(lc, kling_keeps)
 	{
@@ -205,6 +264,7 @@ kling_store_step(void *arg)
 		SPI_freetuptable(SPI_tuptable);
 		offset += n;
 		CHECK_FOR_INTERRUPTS();
+		kling_http_pump();		/* the other transfers go on meanwhile */
 	}
 	if (n < 0)
 		ereport(ERROR,
@@ -391,6 +451,13 @@ kling_keeper_committed(void)
 		kling_keeps = lappend(kling_keeps, k);
 	}
 	kling_forget_claims();
+	foreach(lc, kling_object_deletes)
+	{
+		KlingObjectDelete *o = lfirst(lc);
+
+		if (o->request == NULL)
+			o->request = kling_s3_delete_start(o->key, o);
+	}
 	MemoryContextSwitchTo(old);
 	return settled;
 }
@@ -404,6 +471,18 @@ kling_keeper_aborted(void)
 	foreach(lc, kling_keeps)
 		((KlingKeep *) lfirst(lc))->recorded = false;
 	kling_forget_claims();
+	/* The deletes rolled back: their objects stay with their tasks. */
+	foreach(lc, kling_object_deletes)
+	{
+		KlingObjectDelete *o = lfirst(lc);
+
+		if (o->request == NULL)
+		{
+			pfree(o->key);
+			pfree(o);
+			kling_object_deletes = foreach_delete_current(kling_object_deletes, lc);
+		}
+	}
 }
 
 /* At exit (a signal, an error): no file is left behind. */
@@ -429,8 +508,16 @@ kling_keeper_stop(void)
 
 	foreach(lc, kling_keeps)
 		kling_download_discard(((KlingKeep *) lfirst(lc))->download);
+	foreach(lc, kling_object_deletes)
+	{
+		KlingObjectDelete *o = lfirst(lc);
+
+		if (o->request != NULL)
+			kling_http_cancel(o->request);
+	}
 	kling_keeps = NIL;
 	kling_claimed = NIL;
+	kling_object_deletes = NIL;
 	if (kling_keep_context != NULL)
 		MemoryContextReset(kling_keep_context);
 }

@@ -10,6 +10,7 @@
 #define KLING_KEEPER_H
 
 #include "datatype/timestamp.h"
+#include "nodes/pg_list.h"
 
 #include "http.h"
 
@@ -17,6 +18,7 @@
 #define KLING_MAX_DOWNLOADS 32
 
 extern bool kling_keeper_take(KlingHttpRequest *req);
+extern void kling_keeper_forget_objects(List *keys);
 extern TimestampTz kling_keeper_round(void);
 extern bool kling_keeper_committed(void);
 extern void kling_keeper_aborted(void);

@@ -158,7 +158,7 @@ extern List *kling_store_claim_deliveries(int limit);
 extern void kling_store_finish_delivery(int64 id, const char *error);
 
 /* task_history.c */
-extern int	kling_store_delete_expired(int retention_s, int limit);
+extern int	kling_store_delete_expired(int retention_s, int limit, List **keys);
 extern List *kling_store_generation_times(MemoryContext context);
 
 #endif							/* KLING_STORE_H */

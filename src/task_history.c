@@ -29,7 +29,8 @@ static KlingPlan kling_history_plans[KLING_NUM_HISTORY_PLANS] = {
 		"DELETE FROM %1$s WHERE id = ANY (ARRAY(SELECT id FROM %1$s"
 		" WHERE status IN ('completed', 'failed', 'cancelled')"
 		" AND completed_at < now() - $1 * interval '1 second' LIMIT $2"
-		" FOR UPDATE SKIP LOCKED))",
+		" FOR UPDATE SKIP LOCKED))"
+		" RETURNING video_key",
 		2, {INT4OID, INT4OID}
 	},
 	[KLING_PLAN_GENERATION_TIMES] = {
@@ -45,13 +46,24 @@ static KlingPlan kling_history_plans[KLING_NUM_HISTORY_PLANS] = {
 	},
 };
 
-/* Delete up to limit final tasks older than retention_s; returns how many. */
+/*
+ * Delete up to limit final tasks older than retention_s; returns how many,
+ * and adds to *keys the object keys of their videos kept in a bucket (the
+ * ones kept in the database go with their rows).
+ */
 int
-kling_store_delete_expired(int retention_s, int limit)
+kling_store_delete_expired(int retention_s, int limit, List **keys)
 {
 	Datum		values[2] = {Int32GetDatum(retention_s), Int32GetDatum(limit)};
 
 	kling_execute(&kling_history_plans[KLING_PLAN_DELETE_EXPIRED], values, NULL, 0);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		char	   *key = kling_result_text(i, 1);
+
+		if (key != NULL)
+			*keys = lappend(*keys, key);
+	}
 	return (int) SPI_processed;
 }
 

@@ -146,6 +146,50 @@ kling_upload_start(KlingDownload *d)
 	pfree(url);
 }
 
+/*
+ * Start deleting an object of the bucket (its task is gone); owner is the
+ * caller's, to know the request again.  Raises no error.
+ */
+KlingHttpRequest *
+kling_s3_delete_start(const char *key, void *owner)
+{
+	CURL	   *easy = kling_s3_unconfigured() ? NULL : kling_http_easy();
+
+	if (easy != NULL)
+	{
+		int			len = strlen(kling_s3_endpoint);
+		char	   *scope = psprintf("aws:amz:%s:s3", kling_s3_region);
+		char	   *url;
+		/* The hash of the empty body; the list lives as long as the handle's use. */
+		static struct curl_slist *headers = NULL;
+
+		if (headers == NULL)
+			headers = curl_slist_append(NULL, "x-amz-content-sha256: "
+										"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+		while (len > 0 && kling_s3_endpoint[len - 1] == '/')
+			len--;
+		url = psprintf("%.*s/%s/%s", len, kling_s3_endpoint, kling_s3_bucket, key);
+		curl_easy_setopt(easy, CURLOPT_URL, url);
+		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, "DELETE");
+		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+		curl_easy_setopt(easy, CURLOPT_AWS_SIGV4, scope);
+		curl_easy_setopt(easy, CURLOPT_USERNAME, kling_s3_access_key);
+		curl_easy_setopt(easy, CURLOPT_PASSWORD, kling_s3_secret_key);
+		curl_easy_setopt(easy, CURLOPT_PROXY, kling_proxy != NULL ? kling_proxy : "");
+		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+		if (kling_ca_file != NULL && kling_ca_file[0] != '\0')
+			curl_easy_setopt(easy, CURLOPT_CAINFO, kling_ca_file);
+		curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) kling_request_timeout_ms);
+		curl_easy_setopt(easy, CURLOPT_USERAGENT, "kling-postgresql");
+		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kling_upload_discard);
+		pfree(scope);
+		pfree(url);
+	}
+	return kling_http_start_transfer(easy, owner);
+}
+
 /* The upload is done: decide what it came to. */
 void
 kling_upload_finished(KlingDownload *d)

@@ -13,5 +13,6 @@
 extern const char *kling_s3_unconfigured(void);
 extern void kling_upload_start(KlingDownload *d);
 extern void kling_upload_finished(KlingDownload *d);
+extern KlingHttpRequest *kling_s3_delete_start(const char *key, void *owner);
 
 #endif							/* KLING_UPLOAD_H */

@@ -706,12 +706,14 @@ kling_apply_retention(void)
 {
 	TimestampTz now = GetCurrentTimestamp();
 	int			deleted;
+	List	   *keys = NIL;
 
 	if (kling_retention_s <= 0 ||
 		!TimestampDifferenceExceeds(W.retention_at, now, KLING_RETENTION_EVERY_MS))
 		return;
 
-	deleted = kling_store_delete_expired(kling_retention_s, KLING_RETENTION_BATCH);
+	deleted = kling_store_delete_expired(kling_retention_s, KLING_RETENTION_BATCH, &keys);
+	kling_keeper_forget_objects(keys);
 	/* A full batch means more are due: come back next round, not in a minute. */
 	if (deleted < KLING_RETENTION_BATCH)
 		W.retention_at = now;

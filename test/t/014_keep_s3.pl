@@ -16,6 +16,7 @@ use PostgreSQL::Test::Cluster;
 use PostgreSQL::Test::Utils;
 use Test::More;
 use Digest::SHA;
+use Time::HiRes qw(usleep);
 
 use FindBin;
 use lib $FindBin::RealBin;
@@ -136,6 +137,20 @@ $node->safe_psql($db, "ALTER SYSTEM SET kling.s3_bucket = 'kling'");
 $node->reload;
 ok(wait_until($node, $db, "SELECT keep_state FROM kling_tasks WHERE id = $waiting", 'kept', 30),
 	'once the bucket is set, it is kept');
+
+# 4. kling.retention deletes the objects with their tasks.
+$node->safe_psql($db, "ALTER SYSTEM SET kling.retention = '1s'");
+$node->reload;
+ok(wait_until($node, $db, "SELECT count(*) FROM kling_tasks WHERE id = $kept", '0', 30),
+	'retention deletes the task');
+my $gone = 0;
+for (1 .. 50)
+{
+	($status) = s3_get($key);
+	$gone = 1, last if $status eq '404';
+	usleep(100_000);
+}
+ok($gone, 'and its object in the bucket');
 
 $node->stop;
 done_testing();
