@@ -39,8 +39,9 @@
 #include "upload.h"
 #include "video_settings.h"
 
-/* Stored into the large object a chunk at a time. */
+/* Stored into the large object a chunk at a time, so much per round. */
 #define KLING_STORE_CHUNK (1024 * 1024)
+#define KLING_STORE_PER_ROUND (32 * 1024 * 1024)
 /* Backoff between tries: doubling from a second, at most five minutes. */
 #define KLING_KEEP_FIRST_RETRY_MS 1000
 #define KLING_KEEP_MAX_RETRY_MS (300 * 1000)
@@ -55,12 +56,14 @@ typedef enum KlingKeepPlanId
 	KLING_KEEP_LO_CREATE,
 	KLING_KEEP_LO_PUT,
 	KLING_KEEP_ROW,
+	KLING_KEEP_PARTIAL,
+	KLING_KEEP_DISCARD_PARTIAL,
 	KLING_NUM_KEEP_PLANS
 } KlingKeepPlanId;
 
 static KlingPlan kling_keep_plans[KLING_NUM_KEEP_PLANS] = {
 	[KLING_KEEP_CLAIM] = {
-		"SELECT id, video_url, keep_attempts FROM %1$s"
+		"SELECT id, video_url, keep_attempts, video_key FROM %1$s"
 		" WHERE keep_state = 'waiting' AND status = 'completed' AND video_url IS NOT NULL"
 		" AND coalesce(keep_next_at, '-infinity') <= now() AND id <> ALL ($1)"
 		" ORDER BY keep_next_at NULLS FIRST, id LIMIT $2",
@@ -101,19 +104,51 @@ static KlingPlan kling_keep_plans[KLING_NUM_KEEP_PLANS] = {
 		" SELECT id, owner, $2, $3, $4, $5 FROM %1$s WHERE id = $1",
 		5, {INT8OID, OIDOID, TEXTOID, INT8OID, TEXTOID}
 	},
+
+	/*
+	 * A file stored over several rounds: its large object is named on the
+	 * task until it is whole, so that one left half made (by a crash) is
+	 * removed when the task is fetched again.
+	 */
+	[KLING_KEEP_PARTIAL] = {
+		"UPDATE %1$s SET video_key = 'lo:' || $2::text WHERE id = $1 AND keep_state = 'waiting'",
+		2, {INT8OID, OIDOID}
+	},
+	[KLING_KEEP_DISCARD_PARTIAL] = {
+		"WITH p AS (SELECT substr(video_key, 4)::oid AS o FROM %1$s"
+		"           WHERE id = $1 AND video_key LIKE 'lo:%%'),"
+		" u AS (UPDATE %1$s SET video_key = NULL WHERE id = $1 AND video_key LIKE 'lo:%%')"
+		" SELECT pg_catalog.lo_unlink(o) FROM p"
+		" WHERE EXISTS (SELECT FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = p.o)",
+		1, {INT8OID}
+	},
 };
 
 typedef struct KlingKeep
 {
 	KlingDownload *download;
 	bool		recorded;		/* its outcome is written in this round */
+	/* Storing into a large object, over rounds: as committed, and now. */
+	Oid			object_committed;
+	int64		stored_committed;
+	Oid			object;
+	int64		stored;
 } KlingKeep;
+
+/* One round's step of storing a file. */
+typedef struct KlingStoreStep
+{
+	KlingKeep  *keep;
+	int64		budget;			/* bytes this round may still store */
+	bool		whole;			/* the file is stored, its row written */
+} KlingStoreStep;
 
 typedef struct KlingClaimedKeep
 {
 	int64		id;
 	char	   *url;
 	int			attempts;
+	bool		partial;		/* a large object of an earlier try is left */
 } KlingClaimedKeep;
 
 /* An object of the bucket whose task retention deleted. */
@@ -223,63 +258,70 @@ kling_keeper_take(KlingHttpRequest *req)
 }
 
 /*
- * Store a fetched file: the task marked kept, the bytes in a large object,
- * the row (whose owner is the task's).
+ * Store (more of) a fetched file into its large object, as much as the
+ * round's budget allows; once it is whole, list it in kling_videos (its
+ * owner is the task's) and mark the task kept.  An error if the task is
+ * no longer waiting.
  */
 static void
 kling_store_step(void *arg)
 {
-	KlingDownload *d = arg;
-	Datum		values[6];
-	char		nulls[6] = {' ', 'n', ' ', ' ', ' ', ' '};
-	bytea	   *chunk;
-	Oid			object = InvalidOid;
-	int64		offset = 0;
-	ssize_t		n;
+	KlingStoreStep *step = arg;
+	KlingKeep  *k = step->keep;
+	KlingDownload *d = k->download;
+	Datum		values[5];
+	bytea	   *chunk = palloc(VARHDRSZ + KLING_STORE_CHUNK);
+	ssize_t		n = 0;
 	bool		isnull;
 
-	values[0] = Int64GetDatum(d->task_id);
-	kling_execute(&kling_keep_plans[KLING_KEEP_KEPT], values, nulls, 0);
-	if (SPI_processed == 0)
-		return;					/* deleted, or no longer waiting */
-
-	chunk = palloc(VARHDRSZ + KLING_STORE_CHUNK);
-	while ((n = pg_pread(d->fd, VARDATA(chunk), KLING_STORE_CHUNK, offset)) > 0)
+	while (k->stored < d->size && step->budget > 0 &&
+		   (n = pg_pread(d->fd, VARDATA(chunk), KLING_STORE_CHUNK, k->stored)) > 0)
 	{
 		SET_VARSIZE(chunk, VARHDRSZ + n);
-		if (object == InvalidOid)
+		if (k->object == InvalidOid)
 		{
 			values[0] = PointerGetDatum(chunk);
 			kling_execute(&kling_keep_plans[KLING_KEEP_LO_CREATE], values, NULL, 0);
-			object = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
-													SPI_tuptable->tupdesc, 1, &isnull));
+			k->object = DatumGetObjectId(SPI_getbinval(SPI_tuptable->vals[0],
+													   SPI_tuptable->tupdesc, 1, &isnull));
+			values[0] = Int64GetDatum(d->task_id);
+			values[1] = ObjectIdGetDatum(k->object);
+			kling_execute(&kling_keep_plans[KLING_KEEP_PARTIAL], values, NULL, 0);
+			if (SPI_processed == 0)
+				elog(ERROR, "kling task %lld no longer waits for its video", (long long) d->task_id);
 		}
 		else
 		{
-			values[0] = ObjectIdGetDatum(object);
-			values[1] = Int64GetDatum(offset);
+			values[0] = ObjectIdGetDatum(k->object);
+			values[1] = Int64GetDatum(k->stored);
 			values[2] = PointerGetDatum(chunk);
 			kling_execute(&kling_keep_plans[KLING_KEEP_LO_PUT], values, NULL, 0);
 		}
 		SPI_freetuptable(SPI_tuptable);
-		offset += n;
+		k->stored += n;
+		step->budget -= n;
 		CHECK_FOR_INTERRUPTS();
 		kling_http_pump();		/* the other transfers go on meanwhile */
 	}
+	pfree(chunk);
 	if (n < 0)
 		ereport(ERROR,
 				(errcode_for_file_access(),
 				 errmsg("could not read \"%s\": %m", d->path)));
-	if (offset != d->size)
-		elog(ERROR, "\"%s\" changed while it was stored", d->path);
-	pfree(chunk);
+	if (k->stored < d->size && n == 0 && step->budget > 0)
+		elog(ERROR, "\"%s\" is shorter than it was fetched", d->path);
+	if (k->stored < d->size)
+		return;					/* more in the next round */
 
 	values[0] = Int64GetDatum(d->task_id);
-	values[1] = ObjectIdGetDatum(object);
+	values[1] = ObjectIdGetDatum(k->object);
 	values[2] = CStringGetTextDatum(d->content_type);
 	values[3] = Int64GetDatum(d->size);
 	values[4] = CStringGetTextDatum(d->sha256);
 	kling_execute(&kling_keep_plans[KLING_KEEP_ROW], values, NULL, 0);
+	values[1] = (Datum) 0;
+	kling_execute(&kling_keep_plans[KLING_KEEP_KEPT], values, (char[]) {' ', 'n'}, 0);
+	step->whole = true;
 }
 
 /* How long to wait before the next try, with jitter. */
@@ -292,10 +334,14 @@ kling_keep_backoff_ms(int attempts)
 	return (int) (ms * (0.8 + 0.4 * pg_prng_double(&pg_global_prng_state)));
 }
 
-/* Write what a finished fetch came to. */
-static void
-kling_record(KlingDownload *d)
+/*
+ * Write what a finished fetch came to; false if a file being stored needs
+ * more rounds (the round's *budget is spent).
+ */
+static bool
+kling_record(KlingKeep *k, int64 *budget)
 {
+	KlingDownload *d = k->download;
 	Datum		values[3];
 	char	   *error = d->error;
 
@@ -304,13 +350,21 @@ kling_record(KlingDownload *d)
 		values[0] = Int64GetDatum(d->task_id);
 		values[1] = CStringGetTextDatum(d->key);
 		kling_execute(&kling_keep_plans[KLING_KEEP_KEPT], values, NULL, 0);
-		return;
+		return true;
 	}
 	if (d->outcome == KLING_FETCH_DONE)
 	{
-		error = kling_try_in_subtransaction(kling_store_step, d);
+		KlingStoreStep step = {k, *budget, false};
+
+		if (*budget <= 0)
+			return false;
+		error = kling_try_in_subtransaction(kling_store_step, &step);
+		*budget = step.budget;
 		if (error == NULL)
-			return;
+			return step.whole;
+		/* Rolled back; a large object of earlier rounds goes at the next try. */
+		k->object = InvalidOid;
+		k->stored = 0;
 		d->outcome = KLING_FETCH_RETRY;
 	}
 
@@ -320,12 +374,13 @@ kling_record(KlingDownload *d)
 	{
 		values[2] = Int32GetDatum(kling_keep_backoff_ms(d->attempts));
 		kling_execute(&kling_keep_plans[KLING_KEEP_RETRY], values, NULL, 0);
-		return;
+		return true;
 	}
 	if (d->outcome == KLING_FETCH_RETRY)
 		error = psprintf("%s (after %d attempts)", error, d->attempts + 1);
 	values[2] = CStringGetTextDatum(error);
 	kling_execute(&kling_keep_plans[KLING_KEEP_FAIL], values, NULL, 0);
+	return true;
 }
 
 /*
@@ -373,8 +428,19 @@ kling_claim_keeps(void)
 		c->url = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
 		c->attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
 												  3, &isnull));
+		c->partial = strncmp(kling_result_text(i, 4) ? kling_result_text(i, 4) : "", "lo:", 3) == 0;
 		kling_claimed = lappend(kling_claimed, c);
 		MemoryContextSwitchTo(old);
+	}
+	/* A large object left half made by an earlier try goes now. */
+	foreach(lc, kling_claimed)
+	{
+		KlingClaimedKeep *c = lfirst(lc);
+
+		if (!c->partial)
+			continue;
+		values[0] = Int64GetDatum(c->id);
+		kling_execute(&kling_keep_plans[KLING_KEEP_DISCARD_PARTIAL], values, NULL, 0);
 	}
 }
 
@@ -387,6 +453,8 @@ kling_keeper_round(void)
 {
 	ListCell   *lc;
 	bool		isnull;
+	bool		unfinished = false;
+	int64		budget = KLING_STORE_PER_ROUND;
 	Datum		due;
 
 	foreach(lc, kling_keeps)
@@ -395,12 +463,15 @@ kling_keeper_round(void)
 
 		if (k->download->outcome != KLING_FETCH_RUNNING && !k->recorded)
 		{
-			kling_record(k->download);
-			k->recorded = true;
+			k->recorded = kling_record(k, &budget);
+			unfinished |= !k->recorded;
 		}
 	}
 	kling_claim_keeps();
 
+	/* A file only partly stored: the next round comes at once. */
+	if (unfinished)
+		return GetCurrentTimestamp();
 	kling_execute(&kling_keep_plans[KLING_KEEP_NEXT_DUE], NULL, NULL, 0);
 	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
 	return isnull ? 0 : DatumGetTimestampTz(due);
@@ -433,6 +504,8 @@ kling_keeper_committed(void)
 	{
 		KlingKeep  *k = lfirst(lc);
 
+		k->object_committed = k->object;
+		k->stored_committed = k->stored;
 		if (k->recorded)
 		{
 			settled = true;
@@ -469,7 +542,13 @@ kling_keeper_aborted(void)
 	ListCell   *lc;
 
 	foreach(lc, kling_keeps)
-		((KlingKeep *) lfirst(lc))->recorded = false;
+	{
+		KlingKeep  *k = lfirst(lc);
+
+		k->recorded = false;
+		k->object = k->object_committed;
+		k->stored = k->stored_committed;
+	}
 	kling_forget_claims();
 	/* The deletes rolled back: their objects stay with their tasks. */
 	foreach(lc, kling_object_deletes)

@@ -20,6 +20,7 @@
 typedef enum KlingHistoryPlanId
 {
 	KLING_PLAN_DELETE_EXPIRED,
+	KLING_PLAN_UNLINK_PARTIAL,
 	KLING_PLAN_GENERATION_TIMES,
 	KLING_NUM_HISTORY_PLANS
 } KlingHistoryPlanId;
@@ -32,6 +33,11 @@ static KlingPlan kling_history_plans[KLING_NUM_HISTORY_PLANS] = {
 		" FOR UPDATE SKIP LOCKED))"
 		" RETURNING video_key",
 		2, {INT4OID, INT4OID}
+	},
+	[KLING_PLAN_UNLINK_PARTIAL] = {
+		"SELECT pg_catalog.lo_unlink($1) WHERE EXISTS"
+		" (SELECT FROM pg_catalog.pg_largeobject_metadata m WHERE m.oid = $1)",
+		1, {OIDOID}
 	},
 	[KLING_PLAN_GENERATION_TIMES] = {
 		"SELECT opts ->> 'model', opts ->> 'duration', count(*)::int4,"
@@ -49,22 +55,36 @@ static KlingPlan kling_history_plans[KLING_NUM_HISTORY_PLANS] = {
 /*
  * Delete up to limit final tasks older than retention_s; returns how many,
  * and adds to *keys the object keys of their videos kept in a bucket (the
- * ones kept in the database go with their rows).
+ * ones kept in the database go with their rows, and large objects still
+ * being stored are removed here).
  */
 int
 kling_store_delete_expired(int retention_s, int limit, List **keys)
 {
 	Datum		values[2] = {Int32GetDatum(retention_s), Int32GetDatum(limit)};
+	int			deleted;
+	List	   *partial = NIL;
+	ListCell   *lc;
 
 	kling_execute(&kling_history_plans[KLING_PLAN_DELETE_EXPIRED], values, NULL, 0);
+	deleted = (int) SPI_processed;
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
 		char	   *key = kling_result_text(i, 1);
 
-		if (key != NULL)
+		if (key != NULL && strncmp(key, "lo:", 3) == 0)
+			partial = lappend(partial, key);
+		else if (key != NULL)
 			*keys = lappend(*keys, key);
 	}
-	return (int) SPI_processed;
+	/* A large object still being stored goes with its task. */
+	foreach(lc, partial)
+	{
+		Datum		object = DirectFunctionCall1(oidin, CStringGetDatum((char *) lfirst(lc) + 3));
+
+		kling_execute(&kling_history_plans[KLING_PLAN_UNLINK_PARTIAL], &object, NULL, 0);
+	}
+	return deleted;
 }
 
 /*
