@@ -72,6 +72,7 @@ static int	kling_prereq_callback(void *userp, char *conn_primary_ip,
 								  int conn_local_port);
 static void kling_collect_done(void);
 static void kling_serve_ready_sockets(void);
+static void kling_run_expired_timer(void);
 
 /*
  * Set up curl and the multi handle.  Called once by the worker.
@@ -399,14 +400,7 @@ kling_http_wait(long timeout_ms, uint32 wait_event_info)
 			kling_serve_ready_sockets();
 	}
 
-	if (kling_timer_set && GetCurrentTimestamp() >= kling_timer_deadline)
-	{
-		int			running;
-
-		kling_timer_set = false;
-		curl_multi_socket_action(kling_multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	}
-
+	kling_run_expired_timer();
 	kling_collect_done();
 	return latch_set;
 }
@@ -420,14 +414,20 @@ void
 kling_http_pump(void)
 {
 	kling_serve_ready_sockets();
-	if (kling_timer_set && GetCurrentTimestamp() >= kling_timer_deadline)
-	{
-		int			running;
-
-		kling_timer_set = false;
-		curl_multi_socket_action(kling_multi, CURL_SOCKET_TIMEOUT, 0, &running);
-	}
+	kling_run_expired_timer();
 	kling_collect_done();
+}
+
+/* Let curl act on its timer, if it has expired. */
+static void
+kling_run_expired_timer(void)
+{
+	int			running;
+
+	if (!kling_timer_set || GetCurrentTimestamp() < kling_timer_deadline)
+		return;
+	kling_timer_set = false;
+	curl_multi_socket_action(kling_multi, CURL_SOCKET_TIMEOUT, 0, &running);
 }
 
 /* Let curl act on every socket that is ready now. */

@@ -77,6 +77,40 @@ kling_upload_seek(void *userp, curl_off_t offset, int origin)
 }
 
 /*
+ * What every request to the bucket shares: the key's URL (path style),
+ * the signature, TLS, the proxy; the answer (small XML) is dropped.
+ */
+static void
+kling_s3_setup(CURL *easy, const char *key, struct curl_slist *headers)
+{
+	int			len = strlen(kling_s3_endpoint);
+	char	   *scope = psprintf("aws:amz:%s:s3", kling_s3_region);
+	char	   *url;
+
+	while (len > 0 && kling_s3_endpoint[len - 1] == '/')
+		len--;
+	url = psprintf("%.*s/%s/%s", len, kling_s3_endpoint, kling_s3_bucket, key);
+	curl_easy_setopt(easy, CURLOPT_URL, url);
+	curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
+	curl_easy_setopt(easy, CURLOPT_AWS_SIGV4, scope);
+	curl_easy_setopt(easy, CURLOPT_USERNAME, kling_s3_access_key);
+	curl_easy_setopt(easy, CURLOPT_PASSWORD, kling_s3_secret_key);
+	curl_easy_setopt(easy, CURLOPT_PROXY, kling_proxy != NULL ? kling_proxy : "");
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (kling_ca_file != NULL && kling_ca_file[0] != '\0')
+		curl_easy_setopt(easy, CURLOPT_CAINFO, kling_ca_file);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) kling_request_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "kling-postgresql");
+	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kling_upload_discard);
+	/* curl keeps copies of the strings. */
+	pfree(scope);
+	pfree(url);
+}
+
+/*
  * Start the upload of a fetched file.  Raises no error (it runs outside
  * any transaction): one that cannot start is finished at once.
  */
@@ -85,9 +119,7 @@ kling_upload_start(KlingDownload *d)
 {
 	const char *unconfigured = kling_s3_unconfigured();
 	CURL	   *easy;
-	char	   *url;
 	char	   *header;
-	int			len = strlen(kling_s3_endpoint);
 
 	d->uploading = true;
 	d->sent = 0;
@@ -98,9 +130,6 @@ kling_upload_start(KlingDownload *d)
 		return;
 	}
 	snprintf(d->key, sizeof(d->key), "kling/%u/" INT64_FORMAT ".mp4", MyDatabaseId, d->task_id);
-	while (len > 0 && kling_s3_endpoint[len - 1] == '/')
-		len--;
-	url = psprintf("%.*s/%s/%s", len, kling_s3_endpoint, kling_s3_bucket, d->key);
 
 	header = psprintf("x-amz-content-sha256: %s", d->sha256);
 	d->upload_headers = curl_slist_append(NULL, header);
@@ -115,35 +144,17 @@ kling_upload_start(KlingDownload *d)
 	easy = kling_http_easy();
 	if (easy != NULL)
 	{
-		char	   *scope = psprintf("aws:amz:%s:s3", kling_s3_region);
-
-		curl_easy_setopt(easy, CURLOPT_URL, url);
+		kling_s3_setup(easy, d->key, d->upload_headers);
 		curl_easy_setopt(easy, CURLOPT_UPLOAD, 1L);
 		curl_easy_setopt(easy, CURLOPT_INFILESIZE_LARGE, (curl_off_t) d->size);
 		curl_easy_setopt(easy, CURLOPT_READFUNCTION, kling_upload_read);
 		curl_easy_setopt(easy, CURLOPT_READDATA, d);
 		curl_easy_setopt(easy, CURLOPT_SEEKFUNCTION, kling_upload_seek);
 		curl_easy_setopt(easy, CURLOPT_SEEKDATA, d);
-		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, d->upload_headers);
-		curl_easy_setopt(easy, CURLOPT_AWS_SIGV4, scope);
-		curl_easy_setopt(easy, CURLOPT_USERNAME, kling_s3_access_key);
-		curl_easy_setopt(easy, CURLOPT_PASSWORD, kling_s3_secret_key);
-		curl_easy_setopt(easy, CURLOPT_PROXY, kling_proxy != NULL ? kling_proxy : "");
-		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-		curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-		if (kling_ca_file != NULL && kling_ca_file[0] != '\0')
-			curl_easy_setopt(easy, CURLOPT_CAINFO, kling_ca_file);
-		curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) kling_request_timeout_ms);
 		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, 1024L);
 		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, Max(1L, kling_request_timeout_ms / 1000L));
-		curl_easy_setopt(easy, CURLOPT_USERAGENT, "kling-postgresql");
-		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kling_upload_discard);
-		pfree(scope);
 	}
 	d->request = kling_http_start_transfer(easy, d);
-	pfree(url);
 }
 
 /*
@@ -153,39 +164,18 @@ kling_upload_start(KlingDownload *d)
 KlingHttpRequest *
 kling_s3_delete_start(const char *key, void *owner)
 {
+	/* The hash of the empty body, signed like any other. */
+	static struct curl_slist *headers = NULL;
 	CURL	   *easy = kling_s3_unconfigured() ? NULL : kling_http_easy();
 
+	if (headers == NULL)
+		headers = curl_slist_append(NULL, "x-amz-content-sha256: "
+									"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
 	if (easy != NULL)
 	{
-		int			len = strlen(kling_s3_endpoint);
-		char	   *scope = psprintf("aws:amz:%s:s3", kling_s3_region);
-		char	   *url;
-		/* The hash of the empty body; the list lives as long as the handle's use. */
-		static struct curl_slist *headers = NULL;
-
-		if (headers == NULL)
-			headers = curl_slist_append(NULL, "x-amz-content-sha256: "
-										"e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-		while (len > 0 && kling_s3_endpoint[len - 1] == '/')
-			len--;
-		url = psprintf("%.*s/%s/%s", len, kling_s3_endpoint, kling_s3_bucket, key);
-		curl_easy_setopt(easy, CURLOPT_URL, url);
+		kling_s3_setup(easy, key, headers);
 		curl_easy_setopt(easy, CURLOPT_CUSTOMREQUEST, "DELETE");
-		curl_easy_setopt(easy, CURLOPT_HTTPHEADER, headers);
-		curl_easy_setopt(easy, CURLOPT_AWS_SIGV4, scope);
-		curl_easy_setopt(easy, CURLOPT_USERNAME, kling_s3_access_key);
-		curl_easy_setopt(easy, CURLOPT_PASSWORD, kling_s3_secret_key);
-		curl_easy_setopt(easy, CURLOPT_PROXY, kling_proxy != NULL ? kling_proxy : "");
-		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-		if (kling_ca_file != NULL && kling_ca_file[0] != '\0')
-			curl_easy_setopt(easy, CURLOPT_CAINFO, kling_ca_file);
 		curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) kling_request_timeout_ms);
-		curl_easy_setopt(easy, CURLOPT_USERAGENT, "kling-postgresql");
-		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kling_upload_discard);
-		pfree(scope);
-		pfree(url);
 	}
 	return kling_http_start_transfer(easy, owner);
 }
