@@ -510,6 +510,8 @@ kling_keeper_committed(void)
 		{
 			settled = true;
 			kling_download_discard(k->download);
+			if (k->download->error != NULL)
+				pfree(k->download->error);
 			pfree(k->download);
 			pfree(k);
 			kling_keeps = foreach_delete_current(kling_keeps, lc);
