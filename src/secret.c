@@ -1,7 +1,7 @@
 /*-------------------------------------------------------------------------
  *
  * secret.c
- *		Keeps the API key out of the server log.
+ *		Keeps the API key and the S3 keys out of the server log.
  *
  * PostgreSQL logs "parameter ... changed to ..." with the new value when a
  * reload changes a setting, and may log statements that set it.  A log
@@ -16,10 +16,11 @@
 #include "utils/elog.h"
 #include "utils/memutils.h"
 
-#include "settings.h"
 #include "secret.h"
+#include "settings.h"
+#include "video_settings.h"
 
-#define KLING_REDACTED "[message redacted: it held the kling.api_key value]"
+#define KLING_REDACTED "[message redacted: it held the value of kling.api_key or a kling.s3_* key]"
 
 static emit_log_hook_type prev_emit_log_hook = NULL;
 
@@ -35,7 +36,7 @@ kling_secret_init(void)
 	emit_log_hook = kling_redact_log;
 }
 
-/* Whether a piece of a message holds the key in use or the setting's. */
+/* Whether a piece of a message holds a secret: the key in use, the settings'. */
 static bool
 kling_holds_key(const char *text)
 {
@@ -44,6 +45,12 @@ kling_holds_key(const char *text)
 	if (text == NULL)
 		return false;
 	if (key[0] != '\0' && strstr(text, key) != NULL)
+		return true;
+	if (kling_s3_secret_key != NULL && kling_s3_secret_key[0] != '\0' &&
+		strstr(text, kling_s3_secret_key) != NULL)
+		return true;
+	if (kling_s3_access_key != NULL && kling_s3_access_key[0] != '\0' &&
+		strstr(text, kling_s3_access_key) != NULL)
 		return true;
 	return kling_api_key != NULL && kling_api_key[0] != '\0' &&
 		strstr(text, kling_api_key) != NULL;
@@ -86,7 +93,8 @@ kling_names_key_setting(const char *statement)
 			folded[n++] = pg_ascii_tolower((unsigned char) *p);
 	}
 	folded[n] = '\0';
-	found = strstr(folded, "api_key") != NULL ||
+	found = strstr(folded, "api_key") != NULL || strstr(folded, "s3_secret_key") != NULL ||
+		strstr(folded, "s3_access_key") != NULL ||
 		(strstr(folded, "u&") != NULL && strstr(folded, "kling") != NULL);
 	pfree(folded);
 	return found;

@@ -45,11 +45,17 @@ kling_check_s3_endpoint(char **newval, void **extra, GucSource source)
 	return false;
 }
 
-/* The secret is never shown, not even to superusers. */
+/* The credentials are never shown, not even to superusers. */
 static const char *
 kling_show_s3_secret(void)
 {
 	return (kling_s3_secret_key != NULL && kling_s3_secret_key[0] != '\0') ? "(set)" : "";
+}
+
+static const char *
+kling_show_s3_access_key(void)
+{
+	return (kling_s3_access_key != NULL && kling_s3_access_key[0] != '\0') ? "(set)" : "";
 }
 
 /* The largest file kept, in bytes. */
@@ -133,7 +139,7 @@ kling_define_video_settings(void)
 							   "",
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY | GUC_NO_SHOW_ALL | GUC_NOT_IN_SAMPLE,
-							   NULL, NULL, NULL);
+							   NULL, NULL, kling_show_s3_access_key);
 
 	DefineCustomStringVariable("kling.s3_secret_key",
 							   "Secret key of the uploads; never shown.",
