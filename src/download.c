@@ -28,6 +28,7 @@
 #include <netinet/in.h>
 
 #include "common/file_perm.h"
+#include "common/file_utils.h"
 #include "miscadmin.h"
 #include "storage/fd.h"
 #include "utils/memutils.h"

@@ -14,6 +14,9 @@
 
 #include "common/base64.h"
 #include "lib/stringinfo.h"
+#if PG_VERSION_NUM >= 160000
+#include "varatt.h"
+#endif
 
 #include "images.h"
 

@@ -26,27 +26,27 @@ kling_install_deps() {
         dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \
             || missing+=("$p")
     done
-    # The S3 upload test's local server runs on Node.js (test/s3); any
-    # Node.js with npm will do, Debian's or another.
-    if [ "${KLING_S3_SERVER:-on}" != off ] && ! command -v npm >/dev/null; then
-        missing+=(nodejs npm)
-    fi
-    [ ${#missing[@]} -eq 0 ] && return 0
+    kling_apt_install "${missing[@]}"
+}
+
+# Install Debian packages (none: nothing to do).
+kling_apt_install() {
+    [ $# -eq 0 ] && return 0
     local sudo=
     if [ "$(id -u)" -ne 0 ]; then
         command -v sudo >/dev/null || {
-            echo "missing packages: ${missing[*]} (run as root, or install them)" >&2
+            echo "missing packages: $* (run as root, or install them)" >&2
             return 1
         }
         sudo=sudo
     fi
-    log "installing ${missing[*]}"
+    log "installing $*"
     $sudo env DEBIAN_FRONTEND=noninteractive apt-get update -q >/dev/null
     # The packaged cluster is not needed: the suites make their own.
     $sudo mkdir -p /etc/postgresql-common
     [ -f /etc/postgresql-common/createcluster.conf ] \
         || echo "create_main_cluster = false" | $sudo tee /etc/postgresql-common/createcluster.conf >/dev/null
-    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "${missing[@]}" >/dev/null
+    $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$@" >/dev/null
 }
 
 # The unprivileged user that runs the servers: postgres when we are root.
