@@ -21,7 +21,8 @@ SELECT obj_description('kling_tasks'::regclass, 'pg_class') IS NOT NULL AS table
 
 -- The states a task can be in are exactly the documented ones.
 SELECT pg_get_constraintdef(oid) FROM pg_constraint
-WHERE conrelid = 'kling_tasks'::regclass AND contype = 'c';
+WHERE conrelid = 'kling_tasks'::regclass AND contype = 'c'
+ORDER BY conname;
 
 -- Every documented setting exists with its unit; the key is not listed.
 SELECT name, unit, context FROM pg_settings WHERE name LIKE 'kling.%' ORDER BY name;
