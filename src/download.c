@@ -216,22 +216,15 @@ kling_download_start(int64 task_id, const char *url, int attempts)
 		curl_easy_setopt(easy, CURLOPT_URL, url);
 		curl_easy_setopt(easy, CURLOPT_HTTPGET, 1L);
 		/* No API key, no proxy, no other schemes, not even after a redirect. */
-		curl_easy_setopt(easy, CURLOPT_PROXY, "");
-		curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, protocols);
+		kling_http_transport(easy, protocols, false);
 		curl_easy_setopt(easy, CURLOPT_REDIR_PROTOCOLS_STR, protocols);
 		curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 1L);
 		curl_easy_setopt(easy, CURLOPT_MAXREDIRS, KLING_MAX_REDIRECTS);
 		curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, kling_open_socket);
 		curl_easy_setopt(easy, CURLOPT_OPENSOCKETDATA, d);
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-		curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-		if (kling_ca_file != NULL && kling_ca_file[0] != '\0')
-			curl_easy_setopt(easy, CURLOPT_CAINFO, kling_ca_file);
 		curl_easy_setopt(easy, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t) d->limit);
-		curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) kling_request_timeout_ms);
 		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_LIMIT, KLING_LOW_SPEED_BYTES);
 		curl_easy_setopt(easy, CURLOPT_LOW_SPEED_TIME, Max(1L, kling_request_timeout_ms / 1000L));
-		curl_easy_setopt(easy, CURLOPT_USERAGENT, "kling-postgresql");
 		/* Larger reads: fewer callbacks, writes and hash updates per file. */
 		curl_easy_setopt(easy, CURLOPT_BUFFERSIZE, KLING_DOWNLOAD_BUFFER);
 		curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kling_download_write);

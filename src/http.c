@@ -307,18 +307,10 @@ kling_http_start(const char *url, const char *post_body, bool send_once, void *o
 		curl_easy_setopt(easy, CURLOPT_MAXAGE_CONN, KLING_SEND_ONCE_MAX_IDLE_S);
 	}
 
-	/* A proxy only when configured: the server's environment is ignored. */
-	curl_easy_setopt(easy, CURLOPT_PROXY, kling_proxy != NULL ? kling_proxy : "");
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	kling_http_transport(easy, "http,https", true);
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (kling_ca_file != NULL && kling_ca_file[0] != '\0')
-		curl_easy_setopt(easy, CURLOPT_CAINFO, kling_ca_file);
 	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) kling_request_timeout_ms);
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) kling_request_timeout_ms);
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, "kling-postgresql");
 	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->curl_error);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kling_write_callback);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
@@ -331,6 +323,26 @@ kling_http_start(const char *url, const char *post_body, bool send_once, void *o
 	kling_active++;
 	dlist_push_tail(&kling_running, &req->node);
 	return req;
+}
+
+/*
+ * What every transfer shares: the schemes it may use, TLS verified (with
+ * kling.ca_file's certificates if set), the connect timeout, our name;
+ * and kling.proxy, if wanted and configured (the server's environment is
+ * never used).
+ */
+void
+kling_http_transport(CURL *easy, const char *protocols, bool use_proxy)
+{
+	curl_easy_setopt(easy, CURLOPT_PROXY,
+					 use_proxy && kling_proxy != NULL ? kling_proxy : "");
+	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, protocols);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
+	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
+	if (kling_ca_file != NULL && kling_ca_file[0] != '\0')
+		curl_easy_setopt(easy, CURLOPT_CAINFO, kling_ca_file);
+	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) kling_request_timeout_ms);
+	curl_easy_setopt(easy, CURLOPT_USERAGENT, "kling-postgresql");
 }
 
 /* A curl handle for a transfer the caller sets up itself, or NULL. */

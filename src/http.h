@@ -45,6 +45,7 @@ typedef struct KlingHttpRequest
 extern void kling_http_init(void);
 extern KlingHttpRequest *kling_http_start(const char *url, const char *post_body,
 										  bool send_once, void *owner);
+extern void kling_http_transport(CURL *easy, const char *protocols, bool use_proxy);
 extern CURL *kling_http_easy(void);
 extern KlingHttpRequest *kling_http_start_transfer(CURL *easy, void *owner);
 extern bool kling_http_wait(long timeout_ms, uint32 wait_event_info);

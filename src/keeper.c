@@ -49,7 +49,6 @@
 typedef enum KlingKeepPlanId
 {
 	KLING_KEEP_CLAIM,
-	KLING_KEEP_NEXT_DUE,
 	KLING_KEEP_RETRY,
 	KLING_KEEP_FAIL,
 	KLING_KEEP_KEPT,
@@ -62,16 +61,17 @@ typedef enum KlingKeepPlanId
 } KlingKeepPlanId;
 
 static KlingPlan kling_keep_plans[KLING_NUM_KEEP_PLANS] = {
+	/*
+	 * The videos waiting to be fetched, those due first: the due ones are
+	 * claimed, the first that is not says when to look again.
+	 */
 	[KLING_KEEP_CLAIM] = {
-		"SELECT id, video_url, keep_attempts, video_key FROM %1$s"
+		"SELECT id, video_url, keep_attempts, video_key, keep_next_at"
+		" FROM %1$s"
 		" WHERE keep_state = 'waiting' AND status = 'completed' AND video_url IS NOT NULL"
-		" AND coalesce(keep_next_at, '-infinity') <= now() AND id <> ALL ($1)"
+		" AND id <> ALL ($1)"
 		" ORDER BY keep_next_at NULLS FIRST, id LIMIT $2",
 		2, {INT8ARRAYOID, INT4OID}
-	},
-	[KLING_KEEP_NEXT_DUE] = {
-		"SELECT min(keep_next_at) FROM %1$s WHERE keep_state = 'waiting'",
-		0, {InvalidOid}
 	},
 	[KLING_KEEP_RETRY] = {
 		"UPDATE %1$s SET keep_attempts = $2, keep_next_at = now() + $3 * interval '1 millisecond',"
@@ -401,8 +401,11 @@ kling_uploads_blocked(void)
 	return why != NULL;
 }
 
-/* Claim tasks whose videos are due to be fetched, up to the free places. */
-static void
+/*
+ * Claim tasks whose videos are due to be fetched, up to the free places.
+ * Returns when the next of the others is due (0: none seen).
+ */
+static TimestampTz
 kling_claim_keeps(void)
 {
 	int			room = KLING_MAX_DOWNLOADS - list_length(kling_keeps);
@@ -410,25 +413,44 @@ kling_claim_keeps(void)
 	Datum		values[2];
 	ListCell   *lc;
 	int			n = 0;
+	TimestampTz now = GetCurrentTransactionStartTimestamp();
+	TimestampTz next_due = 0;
 
 	if (room <= 0 || kling_uploads_blocked())
-		return;
+		return 0;
+	/* Those recorded in this round leave at its commit: a retry's time shows. */
 	foreach(lc, kling_keeps)
-		busy[n++] = Int64GetDatum(((KlingKeep *) lfirst(lc))->download->task_id);
+	{
+		KlingKeep  *k = lfirst(lc);
+
+		if (!k->recorded)
+			busy[n++] = Int64GetDatum(k->download->task_id);
+	}
 	values[0] = kling_array(busy, NULL, n, INT8OID);
 	values[1] = Int32GetDatum(room);
 	kling_execute(&kling_keep_plans[KLING_KEEP_CLAIM], values, NULL, 0);
 	for (uint64 i = 0; i < SPI_processed; i++)
 	{
-		MemoryContext old = MemoryContextSwitchTo(kling_keeper_context());
-		KlingClaimedKeep *c = palloc(sizeof(KlingClaimedKeep));
+		HeapTuple	tuple = SPI_tuptable->vals[i];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		MemoryContext old;
+		KlingClaimedKeep *c;
 		bool		isnull;
+		Datum		due = SPI_getbinval(tuple, desc, 5, &isnull);
+		char	   *key;
 
+		if (!isnull && DatumGetTimestampTz(due) > now)
+		{
+			next_due = DatumGetTimestampTz(due);
+			break;
+		}
+		old = MemoryContextSwitchTo(kling_keeper_context());
+		c = palloc(sizeof(KlingClaimedKeep));
 		c->id = kling_result_int8(i, 1);
-		c->url = SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 2);
-		c->attempts = DatumGetInt32(SPI_getbinval(SPI_tuptable->vals[i], SPI_tuptable->tupdesc,
-												  3, &isnull));
-		c->partial = strncmp(kling_result_text(i, 4) ? kling_result_text(i, 4) : "", "lo:", 3) == 0;
+		c->url = SPI_getvalue(tuple, desc, 2);
+		c->attempts = DatumGetInt32(SPI_getbinval(tuple, desc, 3, &isnull));
+		key = SPI_getvalue(tuple, desc, 4);
+		c->partial = key != NULL && strncmp(key, "lo:", 3) == 0;
 		kling_claimed = lappend(kling_claimed, c);
 		MemoryContextSwitchTo(old);
 	}
@@ -442,20 +464,21 @@ kling_claim_keeps(void)
 		values[0] = Int64GetDatum(c->id);
 		kling_execute(&kling_keep_plans[KLING_KEEP_DISCARD_PARTIAL], values, NULL, 0);
 	}
+	return next_due;
 }
 
 /*
  * In the round's transaction: record finished fetches, claim more.
- * Returns when a waiting one is next due (0 if none waits).
+ * Returns when a waiting one is next due (0 if none is known to wait:
+ * downloads in flight wake the loop when they end).
  */
 TimestampTz
 kling_keeper_round(void)
 {
 	ListCell   *lc;
-	bool		isnull;
 	bool		unfinished = false;
 	int64		budget = KLING_STORE_PER_ROUND;
-	Datum		due;
+	TimestampTz due;
 
 	foreach(lc, kling_keeps)
 	{
@@ -467,14 +490,10 @@ kling_keeper_round(void)
 			unfinished |= !k->recorded;
 		}
 	}
-	kling_claim_keeps();
+	due = kling_claim_keeps();
 
 	/* A file only partly stored: the next round comes at once. */
-	if (unfinished)
-		return GetCurrentTimestamp();
-	kling_execute(&kling_keep_plans[KLING_KEEP_NEXT_DUE], NULL, NULL, 0);
-	due = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-	return isnull ? 0 : DatumGetTimestampTz(due);
+	return unfinished ? GetCurrentTimestamp() : due;
 }
 
 /* Forget the claims (their URLs too). */

@@ -101,6 +101,8 @@ static const KlingOption *kling_find_option(const char *name);
 static char *kling_option_names(const KlingModel *model);
 static char *kling_choice_list(const char *const *choices);
 static const char *kling_json_type_name(const JsonbValue *v);
+static void kling_wrong_type(const char *name, const char *wanted, const JsonbValue *v,
+							 const char *hint);
 static char *kling_json_value_text(const JsonbValue *v);
 static char *kling_normalize_value(const KlingOption *opt, const JsonbValue *v);
 static int	kling_numeric_cmp(const JsonbValue *v, int64 n);
@@ -181,11 +183,8 @@ kling_model_of(Jsonb *opts)
 	if (v == NULL)
 		return kling_default_model();
 	if (v->type != jbvString)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("option \"model\" must be a string"),
-				 errdetail("Got a JSON %s.", kling_json_type_name(v)),
-				 errhint("Known models are: %s.", kling_model_names())));
+		kling_wrong_type("model", "a string", v,
+						 psprintf("Known models are: %s.", kling_model_names()));
 	name = pnstrdup(v->val.string.val, v->val.string.len);
 	model = kling_find_model(name);
 	if (model == NULL)
@@ -419,6 +418,20 @@ kling_json_type_name(const JsonbValue *v)
 	}
 }
 
+/*
+ * An option's value is of the wrong JSON type (v NULL: missing where it
+ * must be): an error naming the option, with what it must be.
+ */
+static void
+kling_wrong_type(const char *name, const char *wanted, const JsonbValue *v, const char *hint)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("option \"%s\" must be %s", name, wanted),
+			 v ? errdetail("Got a JSON %s.", kling_json_type_name(v)) : 0,
+			 hint ? errhint("%s", hint) : 0));
+}
+
 /* Any JSON value as JSON text. */
 static char *
 kling_json_value_text(const JsonbValue *v)
@@ -484,11 +497,8 @@ kling_normalize_choice(const KlingOption *opt, const JsonbValue *v)
 	char	   *s;
 
 	if (v->type != jbvString)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("option \"%s\" must be a string", opt->name),
-				 errdetail("Got a JSON %s.", kling_json_type_name(v)),
-				 errhint("Allowed values are: %s.", kling_choice_list(opt->choices))));
+		kling_wrong_type(opt->name, "a string", v,
+						 psprintf("Allowed values are: %s.", kling_choice_list(opt->choices)));
 	s = pnstrdup(v->val.string.val, v->val.string.len);
 	for (int i = 0; opt->choices[i] != NULL; i++)
 		if (strcmp(opt->choices[i], s) == 0)
@@ -507,10 +517,7 @@ kling_normalize_text(const KlingOption *opt, const JsonbValue *v)
 	int			nchars;
 
 	if (v->type != jbvString)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("option \"%s\" must be a string", opt->name),
-				 errdetail("Got a JSON %s.", kling_json_type_name(v))));
+		kling_wrong_type(opt->name, "a string", v, NULL);
 	nchars = pg_mbstrlen_with_len(v->val.string.val, v->val.string.len);
 	if (nchars > KLING_MAX_PROMPT_CHARS)
 		ereport(ERROR,
@@ -552,11 +559,7 @@ static char *
 kling_normalize_unit_number(const KlingOption *opt, const JsonbValue *v)
 {
 	if (v->type != jbvNumeric)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("option \"%s\" must be a number", opt->name),
-				 errdetail("Got a JSON %s.", kling_json_type_name(v)),
-				 errhint("Use a number from 0 to 1.")));
+		kling_wrong_type(opt->name, "a number", v, "Use a number from 0 to 1.");
 	if (kling_numeric_cmp(v, 0) < 0 || kling_numeric_cmp(v, 1) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -571,11 +574,7 @@ static char *
 kling_normalize_boolean(const KlingOption *opt, const JsonbValue *v)
 {
 	if (v->type != jbvBool)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("option \"%s\" must be a boolean", opt->name),
-				 errdetail("Got a JSON %s.", kling_json_type_name(v)),
-				 errhint("Use true or false.")));
+		kling_wrong_type(opt->name, "a boolean", v, "Use true or false.");
 	return kling_json_value_text(v);
 }
 
@@ -584,11 +583,8 @@ static char *
 kling_normalize_image(const char *name, const JsonbValue *v)
 {
 	if (v == NULL || v->type != jbvString)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("option \"%s\" must be a string", name),
-				 v ? errdetail("Got a JSON %s.", kling_json_type_name(v)) : 0,
-				 errhint("Use an http(s) URL or a base64 data URL of a PNG, JPEG or WebP image.")));
+		kling_wrong_type(name, "a string", v,
+						 "Use an http(s) URL or a base64 data URL of a PNG, JPEG or WebP image.");
 	kling_check_image(name, v->val.string.val, v->val.string.len);
 	return kling_json_value_text(v);
 }
@@ -787,11 +783,8 @@ kling_normalize_callback(const KlingOption *opt, const JsonbValue *v)
 	StringInfoData buf;
 
 	if (v->type != jbvString)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("option \"%s\" must be a string", opt->name),
-				 errdetail("Got a JSON %s.", kling_json_type_name(v)),
-				 errhint("Name a function and its argument type, for example \"on_video(kling_tasks)\".")));
+		kling_wrong_type(opt->name, "a string", v,
+						 "Name a function and its argument type, for example \"on_video(kling_tasks)\".");
 
 	signature = pnstrdup(v->val.string.val, v->val.string.len);
 	fn = kling_lookup_function(signature, &why);

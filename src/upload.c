@@ -95,15 +95,8 @@ kling_s3_setup(CURL *easy, const char *key, struct curl_slist *headers)
 	curl_easy_setopt(easy, CURLOPT_AWS_SIGV4, scope);
 	curl_easy_setopt(easy, CURLOPT_USERNAME, kling_s3_access_key);
 	curl_easy_setopt(easy, CURLOPT_PASSWORD, kling_s3_secret_key);
-	curl_easy_setopt(easy, CURLOPT_PROXY, kling_proxy != NULL ? kling_proxy : "");
-	curl_easy_setopt(easy, CURLOPT_PROTOCOLS_STR, "http,https");
+	kling_http_transport(easy, "http,https", true);
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYPEER, 1L);
-	curl_easy_setopt(easy, CURLOPT_SSL_VERIFYHOST, 2L);
-	if (kling_ca_file != NULL && kling_ca_file[0] != '\0')
-		curl_easy_setopt(easy, CURLOPT_CAINFO, kling_ca_file);
-	curl_easy_setopt(easy, CURLOPT_CONNECTTIMEOUT_MS, (long) kling_request_timeout_ms);
-	curl_easy_setopt(easy, CURLOPT_USERAGENT, "kling-postgresql");
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kling_upload_discard);
 	/* curl keeps copies of the strings. */
 	pfree(scope);
