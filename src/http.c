@@ -73,6 +73,7 @@ static int	kling_prereq_callback(void *userp, char *conn_primary_ip,
 static void kling_collect_done(void);
 static void kling_serve_ready_sockets(void);
 static void kling_run_expired_timer(void);
+static KlingHttpRequest *kling_http_run(KlingHttpRequest *req);
 
 /*
  * Set up curl and the multi handle.  Called once by the worker.
@@ -268,8 +269,7 @@ kling_http_start(const char *url, const char *post_body, bool send_once, void *o
 	if (kling_fault("request_start"))
 		return kling_http_not_started(req, "injected fault (kling.fault_injection)");
 
-	/* A handle of a finished request keeps its buffers: take one if any. */
-	easy = kling_nidle > 0 ? kling_idle[--kling_nidle] : curl_easy_init();
+	easy = kling_http_easy();
 	if (easy == NULL)
 		return kling_http_not_started(req, "could not create a libcurl handle");
 	req->easy = easy;
@@ -309,16 +309,25 @@ kling_http_start(const char *url, const char *post_body, bool send_once, void *o
 
 	kling_http_transport(easy, "http,https", true);
 	curl_easy_setopt(easy, CURLOPT_FOLLOWLOCATION, 0L);
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(easy, CURLOPT_TIMEOUT_MS, (long) kling_request_timeout_ms);
-	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->curl_error);
 	curl_easy_setopt(easy, CURLOPT_WRITEFUNCTION, kling_write_callback);
 	curl_easy_setopt(easy, CURLOPT_WRITEDATA, req);
 	curl_easy_setopt(easy, CURLOPT_HEADERFUNCTION, kling_header_callback);
 	curl_easy_setopt(easy, CURLOPT_HEADERDATA, req);
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
+	return kling_http_run(req);
+}
 
-	if (curl_multi_add_handle(kling_multi, easy) != CURLM_OK)
+/*
+ * Hand a request whose handle is set up to the multi handle; it is done
+ * at once, unsent, if that fails.
+ */
+static KlingHttpRequest *
+kling_http_run(KlingHttpRequest *req)
+{
+	curl_easy_setopt(req->easy, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(req->easy, CURLOPT_ERRORBUFFER, req->curl_error);
+	curl_easy_setopt(req->easy, CURLOPT_PRIVATE, req);
+	if (curl_multi_add_handle(kling_multi, req->easy) != CURLM_OK)
 		return kling_http_not_started(req, "could not add the request to the libcurl multi handle");
 	kling_active++;
 	dlist_push_tail(&kling_running, &req->node);
@@ -345,7 +354,10 @@ kling_http_transport(CURL *easy, const char *protocols, bool use_proxy)
 	curl_easy_setopt(easy, CURLOPT_USERAGENT, "kling-postgresql");
 }
 
-/* A curl handle for a transfer the caller sets up itself, or NULL. */
+/*
+ * A curl handle, or NULL: one of a finished request (it keeps its buffers
+ * and connections' state) if there is one.
+ */
 CURL *
 kling_http_easy(void)
 {
@@ -368,14 +380,7 @@ kling_http_start_transfer(CURL *easy, void *owner)
 	req->easy = easy;
 	if (easy == NULL)
 		return kling_http_not_started(req, "could not create a libcurl handle");
-	curl_easy_setopt(easy, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(easy, CURLOPT_ERRORBUFFER, req->curl_error);
-	curl_easy_setopt(easy, CURLOPT_PRIVATE, req);
-	if (curl_multi_add_handle(kling_multi, easy) != CURLM_OK)
-		return kling_http_not_started(req, "could not add the transfer to the libcurl multi handle");
-	kling_active++;
-	dlist_push_tail(&kling_running, &req->node);
-	return req;
+	return kling_http_run(req);
 }
 
 /*
